@@ -1,0 +1,111 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/berthdev/berth/internal/engine/state"
+	"github.com/berthdev/berth/internal/errdefs"
+)
+
+var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+
+// CreateOptions describe a new workload.
+type CreateOptions struct {
+	Name   string
+	Config state.Config
+}
+
+// Create records a new workload from an image in the store and prepares its
+// writable layer. Nothing runs until Start.
+func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*state.Container, error) {
+	cfg := opts.Config
+	img, err := e.images.Get(ctx, cfg.Image)
+	if err != nil {
+		return nil, fmt.Errorf("create container from %s: %w", cfg.Image, err)
+	}
+	if err := validateConfig(&cfg); err != nil {
+		return nil, err
+	}
+	rt, err := e.resolveRuntime(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	name := opts.Name
+	if name == "" {
+		name = randomName(id)
+	} else if !validName.MatchString(name) {
+		return nil, fmt.Errorf("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed: %w", name, errdefs.ErrInvalidArgument)
+	}
+	lowers, err := e.images.LayerDirs(ctx, img)
+	if err != nil {
+		return nil, fmt.Errorf("unpack image %s: %w", cfg.Image, err)
+	}
+	if _, err := e.snaps.Prepare(ctx, id, lowers); err != nil {
+		return nil, fmt.Errorf("prepare root filesystem for %s: %w", name, err)
+	}
+	if err := os.MkdirAll(e.containerDir(id), 0o710); err != nil {
+		_ = e.snaps.Remove(ctx, id)
+		return nil, fmt.Errorf("create container dir: %w", err)
+	}
+	c := &state.Container{
+		ID:      id,
+		Name:    name,
+		ImageID: img.ID.String(),
+		Created: time.Now().UTC(),
+		Config:  cfg,
+		Runtime: rt,
+		State:   state.State{Status: state.StatusCreated},
+	}
+	if err := e.db.Add(ctx, c); err != nil {
+		_ = e.snaps.Remove(ctx, id)
+		_ = os.RemoveAll(e.containerDir(id))
+		return nil, err
+	}
+	return c, nil
+}
+
+func validateConfig(cfg *state.Config) error {
+	switch cfg.Isolation {
+	case "":
+		cfg.Isolation = state.IsolationContainer
+	case state.IsolationContainer, state.IsolationVM:
+	default:
+		return fmt.Errorf("unknown isolation %q: use container or vm: %w", cfg.Isolation, errdefs.ErrInvalidArgument)
+	}
+	if cfg.Memory < 0 || cfg.CPUs < 0 || cfg.PidsLimit < 0 {
+		return fmt.Errorf("resource limits must not be negative: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.Memory > 0 && cfg.Memory < 6*1024*1024 {
+		return fmt.Errorf("minimum memory limit allowed is 6MB: %w", errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+func newID() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generate container ID: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+var (
+	adjectives = []string{"brave", "calm", "eager", "fond", "glad", "happy", "keen", "lucid", "merry", "nimble", "proud", "quiet", "sharp", "tidy", "vivid", "witty"}
+	nouns      = []string{"anchor", "beacon", "cove", "dock", "ferry", "harbor", "jetty", "keel", "lagoon", "mast", "pier", "quay", "reef", "sail", "tide", "wharf"}
+)
+
+// randomName derives a Docker-style name from the ID's first bytes.
+func randomName(id string) string {
+	b, _ := hex.DecodeString(id[:6])
+	return fmt.Sprintf("%s_%s_%02x", adjectives[b[0]%16], nouns[b[1]%16], b[2])
+}

@@ -1,0 +1,139 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/berthdev/berth/internal/engine/state"
+	"github.com/berthdev/berth/internal/errdefs"
+	"github.com/berthdev/berth/internal/image"
+	"github.com/berthdev/berth/internal/spec"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// processArgs applies Docker's rules: --entrypoint replaces the image's
+// Entrypoint and clears its Cmd; arguments after the image replace Cmd.
+func processArgs(cfg state.Config, img *image.Image) ([]string, error) {
+	entry := img.Config.Config.Entrypoint
+	cmd := img.Config.Config.Cmd
+	if cfg.EntrypointSet {
+		entry = cfg.Entrypoint
+		cmd = nil
+	}
+	if len(cfg.Cmd) > 0 {
+		cmd = cfg.Cmd
+	}
+	args := append(append([]string{}, entry...), cmd...)
+	if len(args) == 0 {
+		return nil, fmt.Errorf("no command specified: the image has no Entrypoint or Cmd, give one after the image name: %w", errdefs.ErrInvalidArgument)
+	}
+	return args, nil
+}
+
+// buildSpec turns a workload record and its image into an OCI runtime spec
+// for a root filesystem mounted at rootfs.
+func (e *Engine) buildSpec(ctx context.Context, c *state.Container, img *image.Image, rootfs string) (*specs.Spec, error) {
+	cfg := c.Config
+	args, err := processArgs(cfg, img)
+	if err != nil {
+		return nil, err
+	}
+	hostname := cfg.Hostname
+	if hostname == "" {
+		hostname = c.ID[:12]
+	}
+	env := append([]string{}, img.Config.Config.Env...)
+	env = append(env, "HOSTNAME="+hostname)
+	if cfg.Tty {
+		env = append(env, "TERM=xterm")
+	}
+	env = append(env, cfg.Env...)
+	cwd := cfg.WorkingDir
+	if cwd == "" {
+		cwd = img.Config.Config.WorkingDir
+	}
+	if cwd == "" {
+		cwd = "/"
+	}
+	user := cfg.User
+	if user == "" {
+		user = img.Config.Config.User
+	}
+	etc, err := e.writeEtcFiles(c.ID, hostname)
+	if err != nil {
+		return nil, err
+	}
+	opts := []spec.Opt{
+		spec.WithRootfs(rootfs, cfg.ReadOnly),
+		spec.WithProcessArgs(args...),
+		spec.WithEnv(env),
+		spec.WithCwd(cwd),
+		spec.WithTTY(cfg.Tty),
+		spec.WithHostname(hostname),
+		spec.WithUser(rootfs, user),
+		spec.WithCgroupsPath(cgroupPath(c.ID)),
+		spec.WithMounts(etc),
+		spec.WithAnnotations(map[string]string{"org.berth.container.name": c.Name, "org.berth.isolation": string(cfg.Isolation)}),
+	}
+	if cfg.Memory > 0 {
+		opts = append(opts, spec.WithMemoryLimit(cfg.Memory))
+	}
+	if cfg.CPUs > 0 {
+		opts = append(opts, spec.WithCPUs(cfg.CPUs))
+	}
+	if cfg.PidsLimit > 0 {
+		opts = append(opts, spec.WithPidsLimit(cfg.PidsLimit))
+	}
+	if len(cfg.CapAdd) > 0 {
+		opts = append(opts, spec.WithCapAdd(cfg.CapAdd))
+	}
+	if len(cfg.CapDrop) > 0 {
+		opts = append(opts, spec.WithCapDrop(cfg.CapDrop))
+	}
+	for _, so := range cfg.SecurityOpt {
+		switch {
+		case so == "no-new-privileges" || so == "no-new-privileges:true" || so == "no-new-privileges=true":
+			opts = append(opts, spec.WithNoNewPrivileges())
+		case strings.HasPrefix(so, "seccomp=") || strings.HasPrefix(so, "seccomp:"):
+			opts = append(opts, spec.WithSeccomp(so[len("seccomp="):]))
+		default:
+			return nil, fmt.Errorf("unknown --security-opt %q: use no-new-privileges, seccomp=unconfined or seccomp=FILE: %w", so, errdefs.ErrInvalidArgument)
+		}
+	}
+	s, err := spec.Generate(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.ResolveExecutable(rootfs, s.Process.Args, s.Process.Env); err != nil {
+		return nil, &CommandError{Err: err}
+	}
+	return s, nil
+}
+
+// CommandError is a workload command that is missing or cannot be run.
+type CommandError struct{ Err error }
+
+func (e *CommandError) Error() string { return e.Err.Error() }
+func (e *CommandError) Unwrap() error { return e.Err }
+
+// writeEtcFiles writes the /etc/hosts and /etc/hostname a workload gets
+// and returns the bind mounts for them.
+func (e *Engine) writeEtcFiles(id, hostname string) ([]specs.Mount, error) {
+	dir := e.containerDir(id)
+	files := map[string]string{
+		"hostname": hostname + "\n",
+		"hosts":    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + hostname + "\n",
+	}
+	var mounts []specs.Mount
+	for _, name := range []string{"hostname", "hosts"} {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(files[name]), 0o644); err != nil {
+			return nil, fmt.Errorf("write %s: %w", p, err)
+		}
+		mounts = append(mounts, specs.Mount{Destination: "/etc/" + name, Type: "bind", Source: p, Options: []string{"rbind", "rprivate"}})
+	}
+	return mounts, nil
+}
