@@ -43,17 +43,22 @@ func (s *Store) Write(ctx context.Context, img v1.Image, tags ...string) (*Image
 
 // ingest writes the blobs of every pending image, then registers them all in
 // one transaction: all or nothing.
-func (s *Store) ingest(ctx context.Context, items []pending) (_ []*Image, err error) {
+func (s *Store) ingest(ctx context.Context, items []pending) ([]*Image, error) {
 	unlock, err := s.lock(ctx, unix.LOCK_SH)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		unlock()
-		if err != nil {
-			s.cleanup()
-		}
-	}()
+	imgs, err := s.ingestLocked(ctx, items)
+	unlock()
+	if err != nil {
+		s.cleanup()
+	}
+	return imgs, err
+}
+
+// ingestLocked is ingest for a caller holding the shared store lock; on
+// error the caller runs cleanup once it has released the lock.
+func (s *Store) ingestLocked(ctx context.Context, items []pending) (_ []*Image, err error) {
 	recs := make([]*record, len(items))
 	for i, it := range items {
 		if recs[i], err = s.writeBlobs(ctx, it.img); err != nil {
