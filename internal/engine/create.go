@@ -50,7 +50,8 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*state.Contain
 	if err != nil {
 		return nil, fmt.Errorf("unpack image %s: %w", cfg.Image, err)
 	}
-	if _, err := e.snaps.Prepare(ctx, id, lowers); err != nil {
+	mounts, err := e.snaps.Prepare(ctx, id, lowers)
+	if err != nil {
 		return nil, fmt.Errorf("prepare root filesystem for %s: %w", name, err)
 	}
 	if err := os.MkdirAll(e.containerDir(id), 0o710); err != nil {
@@ -64,6 +65,7 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*state.Contain
 		Created: time.Now().UTC(),
 		Config:  cfg,
 		Runtime: rt,
+		RootfsMounts: mounts,
 		State:   state.State{Status: state.StatusCreated},
 	}
 	if err := e.db.Add(ctx, c); err != nil {

@@ -184,14 +184,7 @@ func (m *monitor) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("image %s of container %s: %w", c.Config.Image, c.Name, err)
 	}
-	lowers, err := e.images.LayerDirs(ctx, img)
-	if err != nil {
-		return err
-	}
-	mounts, err := e.snaps.Prepare(ctx, c.ID, lowers)
-	if err != nil {
-		return err
-	}
+	mounts := c.RootfsMounts
 	rootfs := e.rootfsDir(c.ID)
 	if err := os.MkdirAll(rootfs, 0o711); err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/berthdev/berth/internal/errdefs"
+	"github.com/berthdev/berth/internal/snapshot"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -98,6 +99,9 @@ type Container struct {
 	Config  Config    `json:"config"`
 	// Runtime is the resolved backend: the OCI runtime binary's path, or "vm".
 	Runtime string `json:"runtime"`
+	// RootfsMounts mount the workload's root filesystem (its writable layer
+	// over the image's layers), as the snapshotter described them at create.
+	RootfsMounts []snapshot.Mount `json:"rootfsMounts"`
 	State   State  `json:"state"`
 }
 
