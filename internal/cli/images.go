@@ -16,13 +16,13 @@ import (
 
 // imageRow is what `berth images --format` templates see.
 type imageRow struct {
-	ID         string `json:"ID"`
-	Repository string `json:"Repository"`
-	Tag        string `json:"Tag"`
-	Digest     string `json:"Digest"`
-	CreatedAt  string `json:"CreatedAt"`
+	ID           string `json:"ID"`
+	Repository   string `json:"Repository"`
+	Tag          string `json:"Tag"`
+	Digest       string `json:"Digest"`
+	CreatedAt    string `json:"CreatedAt"`
 	CreatedSince string `json:"CreatedSince"`
-	Size       string `json:"Size"`
+	Size         string `json:"Size"`
 }
 
 func imageRows(imgs []*image.Image, noTrunc bool) []imageRow {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -247,4 +246,3 @@ func infoCmd(g *globals) *cobra.Command {
 		},
 	}
 }
-

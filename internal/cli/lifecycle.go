@@ -259,4 +259,3 @@ func monitorCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVar(&attachFd, "attach-fd", 0, "inherited attach connection")
 	return cmd
 }
-

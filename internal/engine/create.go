@@ -24,8 +24,10 @@ type CreateOptions struct {
 // Create records a new workload from an image in the store and prepares its
 // writable layer. Nothing runs until Start.
 func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*state.Container, error) {
+	trace("create: begin")
 	cfg := opts.Config
 	img, err := e.images.Get(ctx, cfg.Image)
+	trace("create: image resolved")
 	if err != nil {
 		return nil, fmt.Errorf("create container from %s: %w", cfg.Image, err)
 	}
@@ -46,10 +48,12 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*state.Contain
 	} else if !validName.MatchString(name) {
 		return nil, fmt.Errorf("invalid container name %q: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed: %w", name, errdefs.ErrInvalidArgument)
 	}
+	trace("create: runtime resolved")
 	lowers, err := e.images.LayerDirs(ctx, img)
 	if err != nil {
 		return nil, fmt.Errorf("unpack image %s: %w", cfg.Image, err)
 	}
+	trace("create: layers")
 	mounts, err := e.snaps.Prepare(ctx, id, lowers)
 	if err != nil {
 		return nil, fmt.Errorf("prepare root filesystem for %s: %w", name, err)
@@ -59,15 +63,16 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*state.Contain
 		return nil, fmt.Errorf("create container dir: %w", err)
 	}
 	c := &state.Container{
-		ID:      id,
-		Name:    name,
-		ImageID: img.ID.String(),
-		Created: time.Now().UTC(),
-		Config:  cfg,
-		Runtime: rt,
+		ID:           id,
+		Name:         name,
+		ImageID:      img.ID.String(),
+		Created:      time.Now().UTC(),
+		Config:       cfg,
+		Runtime:      rt,
 		RootfsMounts: mounts,
-		State:   state.State{Status: state.StatusCreated},
+		State:        state.State{Status: state.StatusCreated},
 	}
+	trace("create: prepared")
 	if err := e.db.Add(ctx, c); err != nil {
 		_ = e.snaps.Remove(ctx, id)
 		_ = os.RemoveAll(e.containerDir(id))

@@ -114,12 +114,12 @@ func (e *Engine) Config() Config { return e.cfg }
 func (e *Engine) Root() string     { return e.root }
 func (e *Engine) StateDir() string { return e.stateDir }
 
-func (e *Engine) containersRoot() string     { return filepath.Join(e.root, "containers") }
-func (e *Engine) runRoot() string            { return filepath.Join(e.stateDir, "containers") }
+func (e *Engine) containersRoot() string        { return filepath.Join(e.root, "containers") }
+func (e *Engine) runRoot() string               { return filepath.Join(e.stateDir, "containers") }
 func (e *Engine) containerDir(id string) string { return filepath.Join(e.containersRoot(), id) }
-func (e *Engine) runDir(id string) string    { return filepath.Join(e.runRoot(), id) }
-func (e *Engine) bundleDir(id string) string { return filepath.Join(e.runDir(id), "bundle") }
-func (e *Engine) rootfsDir(id string) string { return filepath.Join(e.bundleDir(id), "rootfs") }
+func (e *Engine) runDir(id string) string       { return filepath.Join(e.runRoot(), id) }
+func (e *Engine) bundleDir(id string) string    { return filepath.Join(e.runDir(id), "bundle") }
+func (e *Engine) rootfsDir(id string) string    { return filepath.Join(e.bundleDir(id), "rootfs") }
 func (e *Engine) socketPath(id string) string {
 	return filepath.Join(e.runDir(id), "monitor.sock")
 }

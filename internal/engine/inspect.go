@@ -157,7 +157,7 @@ func (e *Engine) SystemPrune(ctx context.Context) ([]string, error) {
 			}
 		}
 	}
-	for _, id := range cgroups.Children("/berth") {
+	for _, id := range cgroupChildren("/berth") {
 		if len(id) == 64 && !known[id] {
 			orphans[id] = true
 		}
@@ -180,4 +180,21 @@ func (e *Engine) SystemPrune(ctx context.Context) ([]string, error) {
 		removed = append(removed, id)
 	}
 	return removed, nil
+}
+
+// cgroupChildren lists the cgroups directly under parent (in the pids
+// controller on v1, the unified tree on v2).
+func cgroupChildren(parent string) []string {
+	dir := filepath.Join("/sys/fs/cgroup", parent)
+	if m := cgroups.DetectMode(); m == cgroups.V1 || m == cgroups.Hybrid {
+		dir = filepath.Join("/sys/fs/cgroup/pids", parent)
+	}
+	ents, _ := os.ReadDir(dir)
+	var out []string
+	for _, ent := range ents {
+		if ent.IsDir() {
+			out = append(out, ent.Name())
+		}
+	}
+	return out
 }

@@ -59,6 +59,7 @@ type monitor struct {
 // could connect).
 func (e *Engine) RunMonitor(ctx context.Context, id string, syncFile, attachFile *os.File) error {
 	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE, syscall.SIGTTOU, syscall.SIGTTIN)
+	trace("monitor: begin")
 	c, err := e.db.Get(ctx, id)
 	if err != nil {
 		return reportSync(syncFile, err)
@@ -107,13 +108,16 @@ func (e *Engine) RunMonitor(ctx context.Context, id string, syncFile, attachFile
 		}
 		attachFile.Close()
 	}
+	trace("monitor: created")
 	if err := m.e.rtStart(ctx, m); err != nil {
 		m.cleanup(context.Background())
 		return reportSync(syncFile, err)
 	}
 	_ = reportSync(syncFile, nil, m.init.Pid())
+	trace("monitor: started+synced")
 
 	st, werr := m.init.Wait(context.Background())
+	trace("monitor: exited")
 	msg := attach.ExitMessage{Code: st.Code, Signal: int(st.Signal)}
 	if werr != nil {
 		msg.Error = werr.Error()
@@ -142,10 +146,13 @@ func (e *Engine) RunMonitor(ctx context.Context, id string, syncFile, attachFile
 		c.State.MonitorStart = 0
 		return nil
 	})
+	trace("monitor: exit recorded")
 	m.cleanup(context.Background())
+	trace("monitor: cleaned")
 	if c.Config.AutoRemove {
 		_ = e.removeFiles(context.Background(), c)
 	}
+	trace("monitor: removed")
 	payload, _ := json.Marshal(msg)
 	m.mu.Lock()
 	for fw := range m.clients {
@@ -193,7 +200,9 @@ func (m *monitor) start(ctx context.Context) error {
 	if err := snapshot.MountAll(mounts, rootfs); err != nil {
 		return fmt.Errorf("mount root filesystem of %s: %w", c.Name, err)
 	}
+	trace("monitor: mounted")
 	s, err := e.buildSpec(ctx, c, img, rootfs)
+	trace("monitor: spec built")
 	if err != nil {
 		return err
 	}
@@ -234,6 +243,8 @@ func (m *monitor) start(ctx context.Context) error {
 
 // rtStart runs the workload's process and records that it runs.
 func (e *Engine) rtStart(ctx context.Context, m *monitor) error {
+	trace("monitor: rt.Start")
+	trace("monitor: rt.Start")
 	if err := m.rt.Start(ctx, m.c.ID); err != nil {
 		code := exitCodeFor(err)
 		now := time.Now().UTC()

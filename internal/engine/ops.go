@@ -68,6 +68,7 @@ func (e *Engine) Start(ctx context.Context, ref string, opts StartOptions) (*sta
 	cmd.ExtraFiles = extra
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	cmd.Env = append(os.Environ(), "BERTH_MONITOR=1")
+	trace("start: spawning monitor")
 	if err := cmd.Start(); err != nil {
 		syncW.Close()
 		return nil, fmt.Errorf("start monitor for %s: %w", c.Name, err)
@@ -78,6 +79,7 @@ func (e *Engine) Start(ctx context.Context, ref string, opts StartOptions) (*sta
 	if err := json.NewDecoder(syncR).Decode(&msg); err != nil {
 		return nil, fmt.Errorf("start %s: the monitor exited without a word (see %s/monitor.log)", c.Name, e.runDir(c.ID))
 	}
+	trace("start: monitor synced")
 	if msg.Error != "" {
 		return c, &StartError{Msg: msg.Error, Code: msg.Code}
 	}

@@ -102,7 +102,7 @@ type Container struct {
 	// RootfsMounts mount the workload's root filesystem (its writable layer
 	// over the image's layers), as the snapshotter described them at create.
 	RootfsMounts []snapshot.Mount `json:"rootfsMounts"`
-	State   State  `json:"state"`
+	State        State            `json:"state"`
 }
 
 // Store is the metadata database.
