@@ -92,7 +92,7 @@ func diffEntry(tw *tar.Writer, p, rel string, inodes map[[2]uint64]string) error
 	hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
 	hdr.Uname, hdr.Gname = "", ""
 	hdr.Format = tar.FormatPAX
-	hdr.AccessTime, hdr.ChangeTime = time0, time0
+	hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
 	if fi.IsDir() {
 		hdr.Name += "/"
 	}
@@ -147,8 +147,6 @@ func diffEntry(tw *tar.Writer, p, rel string, inodes map[[2]uint64]string) error
 	return nil
 }
 
-var time0 = timeZero()
-
 // listXattrs returns the extended attributes of p (not following symlinks).
 func listXattrs(p string) (map[string]string, error) {
 	size, err := unix.Llistxattr(p, nil)
@@ -182,5 +180,3 @@ func listXattrs(p string) (map[string]string, error) {
 	}
 	return out, nil
 }
-
-func timeZero() (t time.Time) { return t }
