@@ -160,7 +160,7 @@ func TestRemoveForceAndSharedLayers(t *testing.T) {
 	}
 }
 
-func TestShortIDAmbiguity(t *testing.T) {
+func TestShortIDLookup(t *testing.T) {
 	s := openStore(t)
 	for i := 0; i < 20; i++ {
 		img, err := random.Image(64, 1)
