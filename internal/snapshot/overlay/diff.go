@@ -11,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,13 +59,9 @@ func diffEntry(tw *tar.Writer, p, rel string, inodes map[[2]uint64]string) error
 	if err != nil {
 		return err
 	}
-	st, _ := fi.Sys().(*unix.Stat_t)
-	if st == nil {
-		var s unix.Stat_t
-		if err := unix.Lstat(p, &s); err != nil {
-			return err
-		}
-		st = &s
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s: no stat data", rel)
 	}
 	// A whiteout: char device 0:0.
 	if fi.Mode()&os.ModeCharDevice != 0 && fi.Mode()&os.ModeDevice != 0 && st.Rdev == 0 {
@@ -92,7 +89,7 @@ func diffEntry(tw *tar.Writer, p, rel string, inodes map[[2]uint64]string) error
 	hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
 	hdr.Uname, hdr.Gname = "", ""
 	hdr.Format = tar.FormatPAX
-	hdr.AccessTime, hdr.ChangeTime = time0, time0
+	hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
 	if fi.IsDir() {
 		hdr.Name += "/"
 	}
@@ -147,8 +144,6 @@ func diffEntry(tw *tar.Writer, p, rel string, inodes map[[2]uint64]string) error
 	return nil
 }
 
-var time0 = timeZero()
-
 // listXattrs returns the extended attributes of p (not following symlinks).
 func listXattrs(p string) (map[string]string, error) {
 	size, err := unix.Llistxattr(p, nil)
@@ -182,5 +177,3 @@ func listXattrs(p string) (map[string]string, error) {
 	}
 	return out, nil
 }
-
-func timeZero() (t time.Time) { return t }
