@@ -60,6 +60,9 @@ type Request struct {
 // Reply is the monitor's answer line.
 type Reply struct {
 	Error string `json:"error,omitempty"`
+	// Code is the exit status a CLI should end with when Error is set
+	// (Docker's 126/127 for commands that cannot run); 0 if unspecified.
+	Code int `json:"code,omitempty"`
 	Pid   int    `json:"pid,omitempty"`
 }
 

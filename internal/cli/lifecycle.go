@@ -18,7 +18,7 @@ func forEach(names []string, fn func(name string) error) error {
 	for _, n := range names {
 		if err := fn(n); err != nil {
 			fmt.Fprintln(os.Stderr, "berth:", err)
-			failed = errors.New("one or more operations failed")
+			failed = withCode(1, nil)
 			continue
 		}
 		fmt.Println(n)
@@ -172,7 +172,7 @@ func waitCmd(g *globals) *cobra.Command {
 				code, err := e.Wait(cmd.Context(), n)
 				if err != nil {
 					fmt.Fprintln(os.Stderr, "berth:", err)
-					failed = errors.New("one or more waits failed")
+					failed = withCode(1, nil)
 					continue
 				}
 				fmt.Println(strconv.Itoa(code))
@@ -204,9 +204,9 @@ func execCmd(g *globals) *cobra.Command {
 			}
 			conn, err := e.Exec(cmd.Context(), args[0], o)
 			if err != nil {
-				var ce *engine.CommandError
-				if errors.As(err, &ce) {
-					return withCode(127, err)
+				var se *engine.StartError
+				if errors.As(err, &se) {
+					return withCode(se.Code, err)
 				}
 				return withCode(126, err)
 			}

@@ -48,6 +48,7 @@ type monitor struct {
 	exited  bool
 	execSeq int
 	logs    *logStreams
+	size    *runtime.ConsoleSize
 }
 
 // RunMonitor is the body of the hidden `berth monitor ID` command: it mounts
@@ -65,6 +66,23 @@ func (e *Engine) RunMonitor(ctx context.Context, id string, syncFile, attachFile
 		return reportSync(syncFile, err)
 	}
 	m := &monitor{e: e, c: c, clients: map[*attach.FrameWriter]struct{}{}}
+	// The starting CLI's attach request comes first: its terminal size must
+	// be the process's from its first instruction.
+	var first net.Conn
+	var firstReq attach.Request
+	if attachFile != nil {
+		if conn, err := net.FileConn(attachFile); err == nil {
+			if attach.ReadJSONLine(conn, &firstReq) == nil {
+				first = conn
+				if firstReq.Width > 0 && firstReq.Height > 0 {
+					m.size = &runtime.ConsoleSize{Width: firstReq.Width, Height: firstReq.Height}
+				}
+			} else {
+				conn.Close()
+			}
+		}
+		attachFile.Close()
+	}
 	if err := m.start(ctx); err != nil {
 		m.cleanup(context.Background())
 		code := exitCodeFor(err)
@@ -87,9 +105,10 @@ func (e *Engine) RunMonitor(ctx context.Context, id string, syncFile, attachFile
 		}
 	}()
 
-	ln, err := net.Listen("unix", e.socketPath(id))
+	ln, err := listenUnix(e.socketPath(id))
 	if err != nil {
-		_ = m.init.Signal(ctx, syscall.SIGKILL)
+		m.cleanup(context.Background())
+		return reportSync(syncFile, fmt.Errorf("listen on the monitor socket of %s: %w", c.Name, err))
 	} else {
 		defer ln.Close()
 		go func() {
@@ -102,11 +121,8 @@ func (e *Engine) RunMonitor(ctx context.Context, id string, syncFile, attachFile
 			}
 		}()
 	}
-	if attachFile != nil {
-		if conn, err := net.FileConn(attachFile); err == nil {
-			go m.serve(conn)
-		}
-		attachFile.Close()
+	if first != nil {
+		go m.serveRequest(first, firstReq)
 	}
 	trace("monitor: created")
 	if err := m.e.rtStart(ctx, m); err != nil {
@@ -201,7 +217,7 @@ func (m *monitor) start(ctx context.Context) error {
 		return fmt.Errorf("mount root filesystem of %s: %w", c.Name, err)
 	}
 	trace("monitor: mounted")
-	s, err := e.buildSpec(ctx, c, img, rootfs)
+	s, err := e.buildSpec(ctx, c, img, rootfs, m.size)
 	trace("monitor: spec built")
 	if err != nil {
 		return err
@@ -227,6 +243,7 @@ func (m *monitor) start(ctx context.Context) error {
 		Stdout:   &fanout{m: m, log: ls.stdout, t: attach.Stdout},
 		Stderr:   &fanout{m: m, log: ls.stderr, t: attach.Stderr},
 		Terminal: c.Config.Tty,
+		Size:     m.size,
 	}
 	if c.Config.OpenStdin {
 		r, w := io.Pipe()
@@ -342,11 +359,17 @@ func (f *fanout) Write(p []byte) (int, error) {
 
 // serve handles one client connection.
 func (m *monitor) serve(conn net.Conn) {
-	defer conn.Close()
 	var req attach.Request
 	if err := attach.ReadJSONLine(conn, &req); err != nil {
+		conn.Close()
 		return
 	}
+	m.serveRequest(conn, req)
+}
+
+// serveRequest answers one request whose line has been read.
+func (m *monitor) serveRequest(conn net.Conn, req attach.Request) {
+	defer conn.Close()
 	fw := attach.NewFrameWriter(conn)
 	reply := func(r attach.Reply) { _ = attach.WriteJSONLine(conn, r) }
 	switch req.Op {
@@ -429,14 +452,16 @@ func (m *monitor) exec(conn net.Conn, fw *attach.FrameWriter, req attach.Request
 	reply := func(r attach.Reply) { _ = attach.WriteJSONLine(conn, r) }
 	proc, err := m.execProcess(req)
 	if err != nil {
-		reply(attach.Reply{Error: err.Error()})
+		reply(attach.Reply{Error: err.Error(), Code: exitCodeFor(err)})
 		return
 	}
 	m.mu.Lock()
 	m.execSeq++
 	execID := "exec" + strconv.Itoa(m.execSeq) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	m.mu.Unlock()
-	stdio := runtime.IO{Stdout: fw.Stream(attach.Stdout), Stderr: fw.Stream(attach.Stderr), Terminal: proc.Terminal}
+	// Output waits until the reply line is out: frames follow the reply.
+	ready := make(chan struct{})
+	stdio := runtime.IO{Stdout: gated{ready, fw.Stream(attach.Stdout)}, Stderr: gated{ready, fw.Stream(attach.Stderr)}, Terminal: proc.Terminal}
 	if req.Width > 0 && req.Height > 0 {
 		stdio.Size = &runtime.ConsoleSize{Width: req.Width, Height: req.Height}
 	}
@@ -447,10 +472,12 @@ func (m *monitor) exec(conn net.Conn, fw *attach.FrameWriter, req attach.Request
 	}
 	p, err := m.rt.Exec(context.Background(), m.c.ID, execID, proc, stdio)
 	if err != nil {
-		reply(attach.Reply{Error: err.Error()})
+		reply(attach.Reply{Error: err.Error(), Code: 126})
+		close(ready)
 		return
 	}
 	reply(attach.Reply{Pid: p.Pid()})
+	close(ready)
 	go m.pump(conn, p, stdinW)
 	st, werr := p.Wait(context.Background())
 	msg := attach.ExitMessage{Code: st.Code, Signal: int(st.Signal)}
@@ -488,4 +515,15 @@ func (m *monitor) execProcess(req attach.Request) (*specs.Process, error) {
 		return nil, &CommandError{Err: err}
 	}
 	return p, nil
+}
+
+// gated holds writes until ready is closed.
+type gated struct {
+	ready <-chan struct{}
+	w     io.Writer
+}
+
+func (g gated) Write(p []byte) (int, error) {
+	<-g.ready
+	return g.w.Write(p)
 }

@@ -99,8 +99,7 @@ func (e *StartError) Error() string { return e.Msg }
 
 // dialMonitor connects to a running workload's monitor and sends req.
 func (e *Engine) dialMonitor(ctx context.Context, c *state.Container, req attach.Request) (net.Conn, attach.Reply, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", e.socketPath(c.ID))
+	conn, err := dialUnix(ctx, e.socketPath(c.ID))
 	if err != nil {
 		return nil, attach.Reply{}, fmt.Errorf("container %s is not running: %w", c.Name, errdefs.ErrConflict)
 	}
@@ -115,6 +114,9 @@ func (e *Engine) dialMonitor(ctx context.Context, c *state.Container, req attach
 	}
 	if rep.Error != "" {
 		conn.Close()
+		if rep.Code != 0 {
+			return nil, rep, &StartError{Msg: c.Name + ": " + rep.Error, Code: rep.Code}
+		}
 		return nil, rep, fmt.Errorf("%s: %s", c.Name, rep.Error)
 	}
 	return conn, rep, nil

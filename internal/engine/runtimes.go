@@ -31,6 +31,10 @@ func (e *Engine) resolveRuntime(ctx context.Context, cfg *state.Config) (string,
 		}
 		return info.Chosen, nil
 	}
+	// Fail at create, not in the monitor, when the binary is missing.
+	if _, err := oci.New(name, e.ociRuntimeRoot()); err != nil {
+		return "", err
+	}
 	return name, nil
 }
 
@@ -57,5 +61,9 @@ func (e *Engine) backend(c *state.Container) (runtime.Runtime, error) {
 	if c.Runtime == vmRuntimeName {
 		return e.vmBackend(c)
 	}
-	return oci.New(c.Runtime, e.ociRuntimeRoot())
+	rt, err := oci.New(c.Runtime, e.ociRuntimeRoot())
+	if err != nil {
+		return nil, err
+	}
+	return rt, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/berthdev/berth/internal/engine/state"
 	"github.com/berthdev/berth/internal/errdefs"
 	"github.com/berthdev/berth/internal/image"
+	"github.com/berthdev/berth/internal/runtime"
 	"github.com/berthdev/berth/internal/spec"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -35,7 +36,7 @@ func processArgs(cfg state.Config, img *image.Image) ([]string, error) {
 
 // buildSpec turns a workload record and its image into an OCI runtime spec
 // for a root filesystem mounted at rootfs.
-func (e *Engine) buildSpec(ctx context.Context, c *state.Container, img *image.Image, rootfs string) (*specs.Spec, error) {
+func (e *Engine) buildSpec(ctx context.Context, c *state.Container, img *image.Image, rootfs string, size *runtime.ConsoleSize) (*specs.Spec, error) {
 	cfg := c.Config
 	args, err := processArgs(cfg, img)
 	if err != nil {
@@ -102,6 +103,9 @@ func (e *Engine) buildSpec(ctx context.Context, c *state.Container, img *image.I
 		default:
 			return nil, fmt.Errorf("unknown --security-opt %q: use no-new-privileges, seccomp=unconfined or seccomp=FILE: %w", so, errdefs.ErrInvalidArgument)
 		}
+	}
+	if cfg.Tty && size != nil {
+		opts = append(opts, spec.WithConsoleSize(uint(size.Width), uint(size.Height)))
 	}
 	s, err := spec.Generate(ctx, opts...)
 	if err != nil {

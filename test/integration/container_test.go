@@ -26,7 +26,17 @@ func TestRunExitCodesAndStreams(t *testing.T) {
 	if out != "to-out\n" || !strings.Contains(stderrOf(err), "to-err") {
 		t.Fatalf("stdout %q stderr %q", out, stderrOf(err))
 	}
-	if _, err := e.berth("run", "--rm", "bb", "sh", "-c", "kill -9 $$"); exitCode(err) != 137 {
+	// A foreground run whose process is killed by a signal exits 128+N.
+	done := make(chan error, 1)
+	go func() { _, err := e.berth("run", "--rm", "--name", "victim", "bb", "sleep", "30"); done <- err }()
+	for i := 0; i < 100; i++ {
+		if out, _ := e.berth("ps", "--format", "{{.Names}}"); strings.Contains(out, "victim") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.must("kill", "victim")
+	if err := <-done; exitCode(err) != 137 {
 		t.Fatalf("killed by SIGKILL: exit %d, want 137 (%v)", exitCode(err), err)
 	}
 	if out := e.must("ps", "-aq"); out != "" {
@@ -105,6 +115,11 @@ func TestExecStopKillRestart(t *testing.T) {
 	e := newEnv(t)
 	e.importBusybox("bb")
 	e.must("run", "-d", "--name", "svc", "bb", "sh", "-c", `trap "exit 7" TERM; while true; do sleep 0.1; done`)
+	if out := e.must("ps", "--format", "{{.Names}} {{.Status}}"); !strings.Contains(out, "svc Up") {
+		logs, _ := e.berth("logs", "svc")
+		all, _ := e.berth("ps", "-a")
+		t.Fatalf("svc is not up after run -d: %q; logs %q", all, logs)
+	}
 	if out := e.must("exec", "-e", "X=42", "-w", "/tmp", "svc", "sh", "-c", `echo "$X $(pwd)"`); strings.TrimSpace(out) != "42 /tmp" {
 		t.Fatalf("exec = %q", out)
 	}
