@@ -63,7 +63,7 @@ type Reply struct {
 	// Code is the exit status a CLI should end with when Error is set
 	// (Docker's 126/127 for commands that cannot run); 0 if unspecified.
 	Code int `json:"code,omitempty"`
-	Pid   int    `json:"pid,omitempty"`
+	Pid  int `json:"pid,omitempty"`
 }
 
 // ExitMessage is the payload of an Exit frame.
