@@ -40,6 +40,16 @@ func requiresRunc(t *testing.T) {
 
 var idSeq atomic.Int64
 
+// cgroupParent holds this test binary's container cgroups; TestMain removes
+// it at the end.
+var cgroupParent = fmt.Sprintf("/berth-test-%d", os.Getpid())
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	_ = cgroups.Remove(cgroupParent)
+	os.Exit(code)
+}
+
 // fixture is one test container: its runtime, ID, bundle and cgroup.
 type fixture struct {
 	rt         *Runtime
@@ -65,7 +75,7 @@ func newFixture(t *testing.T) *fixture {
 		bundle: filepath.Join(dir, "bundle"),
 	}
 	f.rootfs = filepath.Join(f.bundle, "rootfs")
-	f.cgroupPath = "/berth-test/" + f.id
+	f.cgroupPath = cgroupParent + "/" + f.id
 	buildBusybox(t, f.rootfs)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

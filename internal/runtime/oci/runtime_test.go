@@ -327,7 +327,6 @@ func TestReadonlyRootfs(t *testing.T) {
 	}
 }
 
-
 func TestCapDrop(t *testing.T) {
 	t.Parallel()
 	script := "touch /tmp/f && chown 1:1 /tmp/f && echo chowned"
