@@ -327,6 +327,16 @@ func (r *Runtime) globalArgs(logPath string, args []string) []string {
 // runtimeError builds the error for a failed invocation from the last error
 // in the runtime's JSON log, else its stderr, and classifies it.
 func (r *Runtime) runtimeError(verb, id, logPath string, stderr []byte, err error) error {
+	msg := r.runtimeMessage(verb, logPath, stderr, err)
+	if class := classify(verb, msg); class != nil {
+		return fmt.Errorf("%s %s %s: %s: %w", r.name, verb, id, msg, class)
+	}
+	return fmt.Errorf("%s %s %s: %s: %w", r.name, verb, id, msg, err)
+}
+
+// runtimeMessage is the runtime's own account of a failed invocation, without
+// the prefixes runc adds.
+func (r *Runtime) runtimeMessage(verb, logPath string, stderr []byte, err error) string {
 	msg := lastLogError(logPath)
 	if msg == "" {
 		msg = lastLine(stderr)
@@ -337,10 +347,7 @@ func (r *Runtime) runtimeError(verb, id, logPath string, stderr []byte, err erro
 	for _, prefix := range []string{r.name + " " + verb + " failed: ", "unable to start container process: "} {
 		msg = strings.TrimPrefix(msg, prefix)
 	}
-	if class := classify(verb, msg); class != nil {
-		return fmt.Errorf("%s %s %s: %s: %w", r.name, verb, id, msg, class)
-	}
-	return fmt.Errorf("%s %s %s: %s: %w", r.name, verb, id, msg, err)
+	return msg
 }
 
 func lastLogError(logPath string) string {
