@@ -47,7 +47,33 @@ var cgroupParent = fmt.Sprintf("/berth-test-%d", os.Getpid())
 func TestMain(m *testing.M) {
 	code := m.Run()
 	_ = cgroups.Remove(cgroupParent)
+	// As a subreaper this process inherits the runtime's orphans; every one
+	// must have been reaped.
+	if z := zombies(); len(z) > 0 {
+		fmt.Fprintf(os.Stderr, "zombie children left: %v\n", z)
+		code = 1
+	}
 	os.Exit(code)
+}
+
+// zombies lists this process's children that are zombies.
+func zombies() []string {
+	tasks, _ := filepath.Glob("/proc/self/task/*/children")
+	var out []string
+	for _, t := range tasks {
+		b, _ := os.ReadFile(t)
+		for _, pid := range strings.Fields(string(b)) {
+			stat, err := os.ReadFile("/proc/" + pid + "/stat")
+			if err != nil {
+				continue
+			}
+			// pid (comm) state ...
+			if i := strings.LastIndexByte(string(stat), ')'); i > 0 && strings.HasPrefix(string(stat[i+1:]), " Z") {
+				out = append(out, pid+string(stat[strings.IndexByte(string(stat), ' '):i+1]))
+			}
+		}
+	}
+	return out
 }
 
 // fixture is one test container: its runtime, ID, bundle and cgroup.
