@@ -163,7 +163,8 @@ func TestHost(t *testing.T) {
 	if h.Mode == Unavailable {
 		t.Skip("no cgroups mounted")
 	}
-	p := fmt.Sprintf("/berth-test/cgroups-%d", os.Getpid())
+	parent := fmt.Sprintf("/berth-test-%d", os.Getpid())
+	p := parent + "/cgroups"
 	var dirs []string
 	if h.Mode == V2 {
 		dirs = []string{h.dir("", p)}
@@ -172,7 +173,7 @@ func TestHost(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		_ = h.Remove(p)
-		_ = h.Remove("/berth-test") // fails harmlessly while other tests use it
+		_ = h.Remove(parent)
 	})
 	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o755); err != nil {

@@ -16,6 +16,12 @@ type Opt func(ctx context.Context, s *specs.Spec) error
 // (Docker's default).
 const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// Version is the ociVersion written into generated specs. It is not the
+// library's specs.Version (1.3.0): Debian bookworm's crun 1.8.1 rejects
+// versions above 1.1 ("unknown version specified"), and nothing generated
+// here needs a newer one.
+const Version = "1.1.0"
+
 // maxNoFile is the RLIMIT_NOFILE a container gets when the caller may grant it.
 const maxNoFile = 1048576
 
@@ -74,7 +80,7 @@ func defaultSpec() (*specs.Spec, error) {
 	nofile := min(uint64(maxNoFile), rl.Max)
 	caps := DefaultCapabilities()
 	s := &specs.Spec{
-		Version: specs.Version,
+		Version: Version,
 		Root:    &specs.Root{Path: "rootfs"},
 		Process: &specs.Process{
 			Args: []string{"/bin/sh"},

@@ -25,7 +25,7 @@ func generate(t *testing.T, opts ...Opt) *specs.Spec {
 
 func TestDefaults(t *testing.T) {
 	s := generate(t)
-	if s.Version != specs.Version {
+	if s.Version != Version {
 		t.Errorf("version %q", s.Version)
 	}
 	var nsTypes []specs.LinuxNamespaceType
