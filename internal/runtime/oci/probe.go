@@ -60,7 +60,11 @@ func Probe(ctx context.Context, candidates []string, cacheFile string) (chosen, 
 	for _, c := range candidates {
 		path, err := lookBinary(c)
 		if err != nil {
-			skipped = append(skipped, fmt.Sprintf("%s: not installed (apt-get install %s)", c, filepath.Base(c)))
+			hint := "not installed"
+			if pkg, ok := packages[filepath.Base(c)]; ok {
+				hint += " (apt-get install " + pkg + ")"
+			}
+			skipped = append(skipped, c+": "+hint)
 			continue
 		}
 		fi, err := os.Stat(path)
