@@ -92,7 +92,7 @@ func (e *Engine) RunMonitor(ctx context.Context, id string, syncFile, attachFile
 			return nil
 		})
 		if c.Config.AutoRemove {
-			_ = e.removeFiles(context.Background(), c)
+			_ = e.removeFiles(context.Background(), c, false)
 		}
 		return reportSync(syncFile, err)
 	}
@@ -151,24 +151,23 @@ func (e *Engine) RunMonitor(ctx context.Context, id string, syncFile, attachFile
 	}
 	m.mu.Unlock()
 	m.closeLog()
-	_, _ = e.db.Update(context.Background(), id, func(c *state.Container) error {
-		c.State.Status = state.StatusExited
-		c.State.ExitCode = msg.Code
-		c.State.Error = msg.Error
-		c.State.FinishedAt = st.ExitedAt
-		c.State.Pid = 0
-		c.State.PidStart = 0
-		c.State.MonitorPid = 0
-		c.State.MonitorStart = 0
-		return nil
-	})
-	trace("monitor: exit recorded")
-	m.cleanup(context.Background())
-	trace("monitor: cleaned")
 	if c.Config.AutoRemove {
-		_ = e.removeFiles(context.Background(), c)
+		// Straight to removal: nobody needs the exit recorded first.
+		m.cleanup(context.Background())
+		_ = e.removeFiles(context.Background(), c, true)
+	} else {
+		_, _ = e.db.Update(context.Background(), id, func(c *state.Container) error {
+			c.State.Status = state.StatusExited
+			c.State.ExitCode = msg.Code
+			c.State.Error = msg.Error
+			c.State.FinishedAt = st.ExitedAt
+			c.State.Pid, c.State.PidStart = 0, 0
+			c.State.MonitorPid, c.State.MonitorStart = 0, 0
+			return nil
+		})
+		m.cleanup(context.Background())
 	}
-	trace("monitor: removed")
+	trace("monitor: cleaned up")
 	payload, _ := json.Marshal(msg)
 	m.mu.Lock()
 	for fw := range m.clients {
@@ -270,7 +269,7 @@ func (e *Engine) rtStart(ctx context.Context, m *monitor) error {
 			return nil
 		})
 		if m.c.Config.AutoRemove {
-			_ = e.removeFiles(context.Background(), m.c)
+			_ = e.removeFiles(context.Background(), m.c, false)
 		}
 		return err
 	}
@@ -295,10 +294,16 @@ func (e *Engine) rtStart(ctx context.Context, m *monitor) error {
 // cleanup releases what the run held: the backend's resources, the root
 // filesystem mount and the socket. It is idempotent.
 func (m *monitor) cleanup(ctx context.Context) {
+	var wg sync.WaitGroup
 	if m.rt != nil {
-		_ = m.rt.Delete(ctx, m.c.ID, true)
+		wg.Add(1)
+		go func() { // independent of the unmount: do both at once
+			defer wg.Done()
+			_ = m.rt.Delete(ctx, m.c.ID, true)
+		}()
 	}
 	m.e.releaseRun(ctx, m.c)
+	wg.Wait()
 }
 
 // releaseRun undoes what a run set up on the host; safe to call whatever is

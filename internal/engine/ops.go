@@ -287,22 +287,25 @@ func (e *Engine) Remove(ctx context.Context, ref string, force bool) error {
 			_ = unix.Kill(c.State.MonitorPid, syscall.SIGKILL)
 		}
 	}
-	return e.removeFiles(ctx, c)
+	return e.removeFiles(ctx, c, false)
 }
 
 // removeFiles deletes everything a workload has on the host, then its
-// record. Every step tolerates what is already gone, so a remove that was
-// interrupted can simply be run again.
-func (e *Engine) removeFiles(ctx context.Context, c *state.Container) error {
-	_, _ = e.db.Update(ctx, c.ID, func(c *state.Container) error { c.State.Status = state.StatusRemoving; return nil })
-	if rt, err := e.backend(c); err == nil {
-		_ = rt.Delete(ctx, c.ID, true)
+// record. released says the run's runtime state and mounts are already gone
+// (the monitor's own --rm). Every step tolerates what is already gone, so a
+// remove that was interrupted can simply be run again.
+func (e *Engine) removeFiles(ctx context.Context, c *state.Container, released bool) error {
+	if !released {
+		_, _ = e.db.Update(ctx, c.ID, func(c *state.Container) error { c.State.Status = state.StatusRemoving; return nil })
+		if rt, err := e.backend(c); err == nil {
+			_ = rt.Delete(ctx, c.ID, true)
+		}
+		if alive(c.State.Pid, c.State.PidStart) {
+			_ = unix.Kill(c.State.Pid, syscall.SIGKILL)
+		}
+		e.releaseRun(ctx, c)
+		_ = cgroups.Remove(cgroupPath(c.ID))
 	}
-	if alive(c.State.Pid, c.State.PidStart) {
-		_ = unix.Kill(c.State.Pid, syscall.SIGKILL)
-	}
-	e.releaseRun(ctx, c)
-	_ = cgroups.Remove(cgroupPath(c.ID))
 	if err := e.snaps.Remove(ctx, c.ID); err != nil {
 		return fmt.Errorf("remove writable layer of %s: %w", c.Name, err)
 	}
@@ -385,7 +388,7 @@ func (e *Engine) Prune(ctx context.Context) ([]string, error) {
 		if c.State.Status == state.StatusRunning {
 			continue
 		}
-		if err := e.removeFiles(ctx, c); err != nil {
+		if err := e.removeFiles(ctx, c, false); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Start-up benchmark (issue: foundation). Measures, side by side in one run:
+#   berth run --rm IMG /bin/true            (berth, default runtime)
+#   RUNTIME run of a hand-made bundle        (the floor: the same binary berth used)
+#   podman run --rm --network none IMG true  (when podman is installed)
+# and the resident memory of one idle detached container (monitor + runtime
+# leftovers) against podman's conmon. Prints a markdown table with medians
+# and ratios. Usage: bench/start.sh [RUNS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-30}
+BERTH=$PWD/bin/berth
+work=$(mktemp -d /tmp/berth-bench-XXXXXX)
+export BERTH_ROOT=$work/root BERTH_STATE=$work/state BERTH_CONFIG=/nonexistent
+cleanup() {
+	"$BERTH" rm -f idle >/dev/null 2>&1 || true
+	command -v podman >/dev/null && podman rm -f berth-bench-idle >/dev/null 2>&1 || true
+	"$BERTH" system prune >/dev/null 2>&1 || true
+	[ -n "${RT:-}" ] && $RT delete -f bench-floor >/dev/null 2>&1 || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+mkdir -p "$work/rootfs"/{bin,etc,proc,sys,dev,tmp}
+cp /bin/busybox "$work/rootfs/bin/"
+for a in true sh sleep; do ln -s busybox "$work/rootfs/bin/$a"; done
+tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
+"$BERTH" import "$work/rootfs.tar" bench >/dev/null
+"$BERTH" run --rm bench /bin/true   # unpack the layer and cache the runtime probe
+
+RT=$("$BERTH" info | sed -n 's/^Default Runtime: //p')
+# The floor runs the very spec berth generates (Docker's defaults, seccomp
+# included) on a plain directory, so the ratio is berth's own overhead.
+id=$("$BERTH" run -d bench sleep 600)
+mkdir -p "$work/bundle"
+cp "$BERTH_STATE/containers/$id/bundle/config.json" "$work/bundle/config.json"
+"$BERTH" rm -f "$id" >/dev/null
+python3 - "$work" <<'PY'
+import json, sys
+w = sys.argv[1]
+p = w + "/bundle/config.json"
+c = json.load(open(p))
+c["process"]["args"] = ["/bin/true"]
+c["root"] = {"path": w + "/rootfs", "readonly": False}
+c["linux"]["cgroupsPath"] = "/berth-bench/floor"
+c["mounts"] = [m for m in c["mounts"] if not m["destination"].startswith("/etc/host")]
+json.dump(c, open(p, "w"))
+PY
+cmds=("$BERTH run --rm bench /bin/true" "$RT run --bundle $work/bundle bench-floor")
+names=("berth run --rm" "$(basename "$RT") run (floor)")
+if command -v podman >/dev/null; then
+	podman import "$work/rootfs.tar" localhost/berth-bench >/dev/null 2>&1
+	P="podman run --rm --network none --runtime runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 localhost/berth-bench /bin/true"
+	$P >/dev/null 2>&1
+	cmds+=("$P"); names+=("podman run --rm --network none")
+fi
+for c in "${cmds[@]}"; do $c >/dev/null || { echo "bench: failed: $c" >&2; exit 1; }; done
+hyperfine -N -w 3 -r "$RUNS" --export-json "$work/h.json" "${cmds[@]}" >/dev/null
+
+# Idle memory: berth's monitor (+ anything runc left) vs podman's conmon.
+"$BERTH" run -d --name idle bench sleep 600 >/dev/null
+mpid=$("$BERTH" inspect --format '{{.State.MonitorPid}}' idle)
+sleep 0.5
+berth_rss=$(ps -o rss= -p "$mpid" | tr -d ' ')
+conmon_rss=""
+if command -v podman >/dev/null; then
+	podman run -d --name berth-bench-idle --network none --runtime runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 localhost/berth-bench sleep 600 >/dev/null 2>&1 || true
+	sleep 0.5
+	cpid=$(pgrep -f 'conmon.*berth-bench-idle' | head -1 || true)
+	[ -n "$cpid" ] && conmon_rss=$(ps -o rss= -p "$cpid" | tr -d ' ')
+fi
+
+python3 - "$work/h.json" "$berth_rss" "$conmon_rss" "${names[@]}" <<'PY'
+import json, sys
+res = json.load(open(sys.argv[1]))["results"]
+berth_rss, conmon_rss, names = sys.argv[2], sys.argv[3], sys.argv[4:]
+med = [r["median"] * 1000 for r in res]
+print("| command | median ms | berth / this |")
+print("|---|---|---|")
+for n, m in zip(names, med):
+    print(f"| {n} | {m:.1f} | {med[0]/m:.2f}x |")
+print()
+print(f"berth vs floor: {med[0]/med[1]:.2f}x (target <= 1.3x)")
+if len(med) > 2:
+    print(f"podman vs berth: {med[2]/med[0]:.2f}x faster (target >= 4x)")
+print(f"idle detached container: berth monitor RSS {int(berth_rss)/1024:.1f} MiB" + (f", podman conmon RSS {int(conmon_rss)/1024:.1f} MiB" if conmon_rss else ""))
+PY
