@@ -13,8 +13,8 @@ BERTH=$PWD/bin/berth
 work=$(mktemp -d /tmp/berth-bench-XXXXXX)
 export BERTH_ROOT=$work/root BERTH_STATE=$work/state BERTH_CONFIG=/nonexistent
 cleanup() {
-	"$BERTH" rm -f idle >/dev/null 2>&1 || true
-	command -v podman >/dev/null && podman rm -f berth-bench-idle >/dev/null 2>&1 || true
+	for i in $(seq 10); do "$BERTH" rm -f "idle$i" >/dev/null 2>&1 || true; done
+	command -v podman >/dev/null && for i in $(seq 10); do podman rm -f -t 0 "berth-bench-idle$i" >/dev/null 2>&1 || true; done
 	"$BERTH" system prune >/dev/null 2>&1 || true
 	[ -n "${RT:-}" ] && $RT delete -f bench-floor >/dev/null 2>&1 || true
 	rm -rf "$work"
@@ -57,18 +57,32 @@ fi
 for c in "${cmds[@]}"; do $c >/dev/null || { echo "bench: failed: $c" >&2; exit 1; }; done
 hyperfine -N -w 3 -r "$RUNS" --export-json "$work/h.json" "${cmds[@]}" >/dev/null
 
-# Idle memory: berth's monitor (+ anything runc left) vs podman's conmon.
-"$BERTH" run -d --name idle bench sleep 600 >/dev/null
-mpid=$("$BERTH" inspect --format '{{.State.MonitorPid}}' idle)
+# Idle memory: 10 idle detached containers each way; the cost per container
+# is the summed PSS of berth's monitors (file pages shared between them are
+# split, as the kernel accounts them) against podman's conmons, plus the
+# anonymous RSS of one.
+N=10
+pss() { awk '/^Pss:/ {s+=$2} END {print s+0}' "/proc/$1/smaps_rollup"; }
+anon() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
+for i in $(seq $N); do "$BERTH" run -d --name "idle$i" bench sleep 600 >/dev/null; done
 sleep 0.5
-berth_rss=$(ps -o rss= -p "$mpid" | tr -d ' ')
-conmon_rss=""
+berth_pss=0; berth_anon=0
+for i in $(seq $N); do
+	p=$("$BERTH" inspect --format '{{.State.MonitorPid}}' "idle$i")
+	berth_pss=$((berth_pss + $(pss "$p"))); berth_anon=$(anon "$p")
+done
+for i in $(seq $N); do "$BERTH" rm -f "idle$i" >/dev/null; done
+conmon_pss=""; conmon_anon=""
 if command -v podman >/dev/null; then
-	podman run -d --name berth-bench-idle --network none --runtime runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 localhost/berth-bench sleep 600 >/dev/null 2>&1 || true
+	for i in $(seq $N); do podman run -d --name "berth-bench-idle$i" --network none --runtime runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 localhost/berth-bench sleep 600 >/dev/null 2>&1 || true; done
 	sleep 0.5
-	cpid=$(pgrep -f 'conmon.*berth-bench-idle' | head -1 || true)
-	[ -n "$cpid" ] && conmon_rss=$(ps -o rss= -p "$cpid" | tr -d ' ')
+	conmon_pss=0
+	for p in $(pgrep -f 'conmon.*berth-bench-idle'); do conmon_pss=$((conmon_pss + $(pss "$p"))); conmon_anon=$(anon "$p"); done
+	for i in $(seq $N); do podman rm -f -t 0 "berth-bench-idle$i" >/dev/null 2>&1 || true; done
 fi
+berth_rss="$((berth_pss / N)) $berth_anon"
+conmon_rss=""
+[ -n "$conmon_pss" ] && conmon_rss="$((conmon_pss / N)) $conmon_anon"
 
 python3 - "$work/h.json" "$berth_rss" "$conmon_rss" "${names[@]}" <<'PY'
 import json, sys
@@ -83,5 +97,10 @@ print()
 print(f"berth vs floor: {med[0]/med[1]:.2f}x (target <= 1.3x)")
 if len(med) > 2:
     print(f"podman vs berth: {med[2]/med[0]:.2f}x faster (target >= 4x)")
-print(f"idle detached container: berth monitor RSS {int(berth_rss)/1024:.1f} MiB" + (f", podman conmon RSS {int(conmon_rss)/1024:.1f} MiB" if conmon_rss else ""))
+bp, ba = map(int, berth_rss.split())
+line = f"idle detached container (of 10): berth monitor PSS {bp/1024:.1f} MiB (anon RSS {ba/1024:.1f} MiB)"
+if conmon_rss:
+    cp, ca = map(int, conmon_rss.split())
+    line += f"; podman conmon PSS {cp/1024:.1f} MiB (anon RSS {ca/1024:.1f} MiB); ratio {bp/cp:.1f}x"
+print(line)
 PY
