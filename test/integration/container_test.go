@@ -217,6 +217,17 @@ func TestResourceLimitsAndSecurity(t *testing.T) {
 	if out := e.must("run", "--rm", "--security-opt", "seccomp=unconfined", "bb", "grep", "Seccomp:", "/proc/self/status"); !strings.Contains(out, "0") {
 		t.Fatalf("seccomp=unconfined: %q", out)
 	}
+	profile := filepath.Join(t.TempDir(), "deny-mkdir.json")
+	os.WriteFile(profile, []byte(`{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}`), 0o644)
+	if _, err := e.berth("run", "--rm", "--security-opt", "seccomp="+profile, "bb", "mkdir", "/tmp/d"); err == nil {
+		t.Fatal("mkdir succeeded under a profile that denies it")
+	}
+	e.must("run", "--rm", "bb", "mkdir", "/tmp/d")
+	// NET_ADMIN is not in the default set; --cap-add grants it.
+	if _, err := e.berth("run", "--rm", "bb", "ip", "link", "set", "lo", "down"); err == nil {
+		t.Fatal("ip link set succeeded without NET_ADMIN")
+	}
+	e.must("run", "--rm", "--cap-add", "NET_ADMIN", "bb", "ip", "link", "set", "lo", "down")
 }
 
 func TestBadInput(t *testing.T) {
@@ -230,7 +241,7 @@ func TestBadInput(t *testing.T) {
 		{[]string{"run", "--rm", "nosuchimage", "true"}, 125, "nosuchimage"},
 		{[]string{"run", "--rm", "--memory", "lots", "bb", "true"}, 125, "--memory"},
 		{[]string{"run", "--rm", "bb", "nosuchcmd"}, 127, "nosuchcmd"},
-		{[]string{"run", "--rm", "--runtime", "/nonexistent/runc", "bb", "true"}, 125, "runc"},
+		{[]string{"run", "--rm", "--runtime", "/nonexistent/runc", "bb", "true"}, 125, "apt-get install"},
 		{[]string{"stop", "nosuchcontainer"}, 1, "nosuchcontainer"},
 		{[]string{"logs", "nosuchcontainer"}, 1, "no such container"},
 	}
@@ -251,7 +262,7 @@ func TestBadInput(t *testing.T) {
 func TestTerminal(t *testing.T) {
 	e := newEnv(t)
 	e.importBusybox("bb")
-	cmd := exec.Command(berthBin, "run", "--rm", "-i", "-t", "bb", "sh", "-c", "stty size; tty")
+	cmd := exec.Command(berthBin, "run", "--rm", "-i", "-t", "bb", "sh", "-c", "stty size; tty; sleep 2; stty size")
 	cmd.Env = append(os.Environ(), "BERTH_ROOT="+e.root, "BERTH_STATE="+e.stat, "BERTH_CONFIG=/nonexistent")
 	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 33, Cols: 111})
 	if err != nil {
@@ -261,12 +272,19 @@ func TestTerminal(t *testing.T) {
 	var buf bytes.Buffer
 	done := make(chan struct{})
 	go func() { buf.ReadFrom(f); close(done) }()
+	time.Sleep(1 * time.Second)
+	pty.Setsize(f, &pty.Winsize{Rows: 44, Cols: 99}) // the CLI gets SIGWINCH and forwards the size
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("run -t: %v: %q", err, buf.String())
 	}
 	<-done
-	if !strings.Contains(buf.String(), "33 111") || !strings.Contains(buf.String(), "/dev/pts/") {
-		t.Fatalf("terminal output = %q, want size 33 111 and a /dev/pts tty", buf.String())
+	if !strings.Contains(buf.String(), "33 111") || !strings.Contains(buf.String(), "/dev/pts/") || !strings.Contains(buf.String(), "44 99") {
+		t.Fatalf("terminal output = %q, want size 33 111, a /dev/pts tty, then 44 99 after the resize", buf.String())
+	}
+	// create, then start -a: the same workload, attached.
+	e.must("create", "--name", "later", "bb", "sh", "-c", "echo started-later; exit 6")
+	if out, err := e.berth("start", "-a", "later"); exitCode(err) != 6 || out != "started-later\n" {
+		t.Fatalf("start -a = %q, exit %d", out, exitCode(err))
 	}
 }
 
