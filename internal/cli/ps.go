@@ -3,13 +3,13 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/berthdev/berth/internal/engine"
 	"os"
 	"strings"
 	"text/tabwriter"
 	"text/template"
 	"time"
 
-	"github.com/berthdev/berth/internal/engine/state"
 	"github.com/berthdev/berth/internal/image"
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
@@ -30,21 +30,21 @@ type psRow struct {
 	Ports      string `json:"Ports"`
 }
 
-func humanStatus(c *state.Container) string {
+func humanStatus(c *engine.Container) string {
 	s := c.State
 	switch s.Status {
-	case state.StatusRunning:
+	case engine.StatusRunning:
 		return "Up " + units.HumanDuration(time.Since(s.StartedAt))
-	case state.StatusExited:
+	case engine.StatusExited:
 		return fmt.Sprintf("Exited (%d) %s ago", s.ExitCode, units.HumanDuration(time.Since(s.FinishedAt)))
-	case state.StatusCreated:
+	case engine.StatusCreated:
 		return "Created"
 	default:
 		return string(s.Status)
 	}
 }
 
-func commandOf(c *state.Container) string {
+func commandOf(c *engine.Container) string {
 	args := append(append([]string{}, c.Config.Entrypoint...), c.Config.Cmd...)
 	s := strings.Join(args, " ")
 	if len(s) > 20 {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/berthdev/berth/internal/attach"
 	"github.com/berthdev/berth/internal/engine"
-	"github.com/berthdev/berth/internal/engine/state"
 	"github.com/berthdev/berth/internal/errdefs"
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
@@ -60,16 +59,16 @@ func (f *createFlags) register(fs *pflag.FlagSet) {
 	fs.Bool("help", false, "help for this command")
 }
 
-func (f *createFlags) config(img string, cmd []string, cmdFlags *pflag.FlagSet) (state.Config, error) {
-	cfg := state.Config{
+func (f *createFlags) config(img string, cmd []string, cmdFlags *pflag.FlagSet) (engine.ContainerConfig, error) {
+	cfg := engine.ContainerConfig{
 		Image: img, Cmd: cmd, WorkingDir: f.workdir, User: f.user, Hostname: f.hostname,
 		Tty: f.tty, OpenStdin: f.interactive, ReadOnly: f.readOnly, AutoRemove: f.rm,
 		CPUs: f.cpus, PidsLimit: f.pidsLimit, CapAdd: f.capAdd, CapDrop: f.capDrop,
-		SecurityOpt: f.securityOpt, Runtime: f.runtime, Isolation: state.Isolation(f.isolation),
+		SecurityOpt: f.securityOpt, Runtime: f.runtime, Isolation: engine.Isolation(f.isolation),
 		Kernel: f.kernel, Accel: f.accel, StopSignal: f.stopSignal, StopTimeout: f.stopTimeout,
 	}
 	if f.vm {
-		cfg.Isolation = state.IsolationVM
+		cfg.Isolation = engine.IsolationVM
 	}
 	if cmdFlags.Changed("entrypoint") {
 		cfg.EntrypointSet = true
