@@ -32,6 +32,10 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// Has reports whether the blob with digest h (a layer, config or manifest)
+// is in the store, so a pull can skip downloading it.
+func (s *Store) Has(_ context.Context, h v1.Hash) bool { return s.hasBlob(h) }
+
 // hasBlob reports whether blob h is stored.
 func (s *Store) hasBlob(h v1.Hash) bool {
 	fi, err := os.Lstat(s.blobPath(h))
