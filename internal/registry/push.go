@@ -166,4 +166,3 @@ func (c *countingReader) Read(b []byte) (int, error) {
 }
 
 func (c *countingReader) Close() error { return c.rc.Close() }
-
