@@ -301,7 +301,7 @@ func (p *puller) fetchImage(ctx context.Context, img v1.Image, tags []string) (v
 	}
 	m, err := img.Manifest()
 	if err != nil {
-		return plat, classed(errdefs.ErrCorrupt, err, "parse manifest")
+		return plat, classed(errdefs.ErrCorrupt, err, "invalid manifest JSON")
 	}
 	if m.Config.Digest.Hex == "" {
 		return plat, classed(errdefs.ErrCorrupt, nil, "manifest has no config")
