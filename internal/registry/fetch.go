@@ -232,7 +232,7 @@ func (f *blobFetcher) get(ctx context.Context, d v1.Descriptor, part *os.File, h
 	n, err := io.Copy(io.MultiWriter(part, h, progressAdder{f.progress, id}), body)
 	offset += n
 	if err != nil {
-		return n, offset, err
+		return n, offset, fmt.Errorf("blob %s: %w after %d of %d bytes", d.Digest, err, offset, d.Size)
 	}
 	if offset > d.Size {
 		return n, offset, classed(errdefs.ErrCorrupt, nil, fmt.Sprintf(
