@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/berthdev/berth/internal/errdefs"
@@ -36,7 +35,7 @@ func writeHtpasswd(t *testing.T, user, pass string) string {
 // challenge whose token endpoint accepts one user.
 func tokenRegistry(t *testing.T, user, pass string) string {
 	t.Helper()
-	inner := ggcrregistry.New()
+	inner := quietGGCR()
 	const token = "berth-test-token"
 	var ts *httptest.Server
 	ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -122,6 +122,10 @@ func classify(err error) (class, cause error) {
 		}
 		return nil, err
 	}
+	if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
+		return errdefs.ErrUnavailable, classed(errdefs.ErrUnavailable, nil,
+			"registry speaks plain HTTP, not HTTPS (name it an insecure registry to allow that)")
+	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
 		return errdefs.ErrUnavailable, classed(errdefs.ErrUnavailable, nil, "unknown host "+dnsErr.Name)

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -69,7 +70,7 @@ func push(ctx context.Context, ref string, img v1.Image, opts []Option) (v1.Hash
 	if err != nil {
 		return v1.Hash{}, fmt.Errorf("resolve credentials for %s: %w", r.Context().RegistryStr(), err)
 	}
-	pi := &pushImage{Image: img, layers: make([]v1.Layer, len(wrapped))}
+	pi := &pushImage{Image: img, layers: make([]v1.Layer, len(wrapped)), mountRef: mountRef}
 	for i, pl := range wrapped {
 		var l v1.Layer = pl
 		if ml, ok := layers[i].(*remote.MountableLayer); ok {
@@ -105,7 +106,20 @@ func push(ctx context.Context, ref string, img v1.Image, opts []Option) (v1.Hash
 // pushImage is img with its layers replaced by progress-reporting wrappers.
 type pushImage struct {
 	v1.Image
-	layers []v1.Layer
+	layers   []v1.Layer
+	mountRef name.Reference
+}
+
+// ConfigLayer lets remote.Write mount the config blob too (partial.ConfigLayer).
+func (i *pushImage) ConfigLayer() (v1.Layer, error) {
+	l, err := partial.ConfigLayer(i.Image)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := l.(*remote.MountableLayer); !ok && i.mountRef != nil {
+		l = &remote.MountableLayer{Layer: l, Reference: i.mountRef}
+	}
+	return l, nil
 }
 
 // Layers implements v1.Image.
