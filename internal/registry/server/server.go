@@ -25,6 +25,9 @@ import (
 	"github.com/berthdev/berth/internal/errdefs"
 )
 
+// realm is the basic-authentication realm the server announces.
+const realm = "berth-registry"
+
 // Config describes a registry server. Root is required.
 type Config struct {
 	// Addr is the TCP address to listen on. Default "127.0.0.1:5000"; a port
@@ -93,7 +96,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("new registry server at %s: %w", cfg.Root, err)
 	}
 	s := &Server{cfg: cfg, app: app}
-	s.handler = s.app
+	oci, err := newOCI11(ctx, cfg, app)
+	if err != nil {
+		_ = app.Shutdown()
+		return nil, fmt.Errorf("new registry server at %s: %w", cfg.Root, err)
+	}
+	s.handler = oci
 	if cfg.Log != nil {
 		s.handler = accessLog(cfg.Log, s.handler)
 	}
@@ -144,6 +152,8 @@ func distributionConfig(cfg Config) (*configuration.Configuration, error) {
 	dc.HTTP.Secret = hex.EncodeToString(secret)
 	dc.HTTP.Headers = http.Header{"X-Content-Type-Options": []string{"nosniff"}}
 	dc.Catalog.MaxEntries = 1000
+	// Allow manifests to reference non-distributable layers by http(s) URL.
+	dc.Validation.Manifests.URLs.Allow = []string{"^https?://"}
 	dc.Storage = configuration.Storage{
 		"filesystem": configuration.Parameters{"rootdirectory": cfg.Root},
 		"cache":      configuration.Parameters{"blobdescriptor": "inmemory"},
@@ -153,7 +163,7 @@ func distributionConfig(cfg Config) (*configuration.Configuration, error) {
 		},
 	}
 	if cfg.Htpasswd != "" {
-		dc.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": "berth-registry", "path": cfg.Htpasswd}}
+		dc.Auth = configuration.Auth{"htpasswd": configuration.Parameters{"realm": realm, "path": cfg.Htpasswd}}
 	}
 	return dc, nil
 }
