@@ -28,6 +28,9 @@ import (
 var (
 	referrersPath = regexp.MustCompile(`^/v2/(.+)/referrers/([^/]+)$`)
 	manifestPath  = regexp.MustCompile(`^/v2/(.+)/manifests/([^/]+)$`)
+	blobPath      = regexp.MustCompile(`^/v2/(.+)/blobs/([^/]+)$`)
+	uploadPath    = regexp.MustCompile(`^/v2/(.+)/blobs/uploads/`)
+	canonicalLoc  = regexp.MustCompile(`/blobs/sha256:[0-9a-f]{64}`)
 )
 
 // maxManifestSize is the largest manifest distribution accepts (4 MiB).
@@ -66,8 +69,56 @@ func (h *oci11) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.putManifest(w, r)
 		return
 	}
+	if d := requestedBlobDigest(r); d != "" {
+		h.next.ServeHTTP(&digestWriter{ResponseWriter: w, digest: d}, r)
+		return
+	}
 	h.next.ServeHTTP(w, r)
 }
+
+// requestedBlobDigest is the non-sha256 digest a blob request names (in the
+// path, or the digest or mount parameter of an upload), or "".
+//
+// distribution stores every blob under its sha256 digest and links the
+// digest the client used to it, but answers with the sha256 one in
+// Docker-Content-Digest and Location; digestWriter puts the client's back.
+func requestedBlobDigest(r *http.Request) string {
+	var d string
+	switch {
+	case uploadPath.MatchString(r.URL.Path):
+		d = r.URL.Query().Get("digest")
+		if d == "" {
+			d = r.URL.Query().Get("mount")
+		}
+	case blobPath.MatchString(r.URL.Path):
+		d = blobPath.FindStringSubmatch(r.URL.Path)[2]
+	}
+	parsed, err := digest.Parse(d)
+	if err != nil || parsed.Algorithm() == digest.Canonical {
+		return ""
+	}
+	return parsed.String()
+}
+
+type digestWriter struct {
+	http.ResponseWriter
+	digest string
+}
+
+func (dw *digestWriter) WriteHeader(code int) {
+	if code < 300 {
+		h := dw.Header()
+		if strings.HasPrefix(h.Get("Docker-Content-Digest"), "sha256:") {
+			h.Set("Docker-Content-Digest", dw.digest)
+		}
+		if loc := h.Get("Location"); loc != "" {
+			h.Set("Location", canonicalLoc.ReplaceAllString(loc, "/blobs/"+dw.digest))
+		}
+	}
+	dw.ResponseWriter.WriteHeader(code)
+}
+
+func (dw *digestWriter) Unwrap() http.ResponseWriter { return dw.ResponseWriter }
 
 // putManifest passes the PUT on and, when the manifest names a subject and
 // was accepted, answers with the OCI-Subject header.
