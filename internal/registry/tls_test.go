@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-
 	"github.com/berthdev/berth/internal/errdefs"
 	"github.com/berthdev/berth/internal/registry"
 )
