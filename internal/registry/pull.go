@@ -95,6 +95,13 @@ func pull(ctx context.Context, ref string, dst Store, opts []Option) ([]Pulled, 
 	if err != nil {
 		return nil, err
 	}
+	// A digest the store already holds needs no network at all.
+	if d, ok := r.(name.Digest); ok && !o.allTags {
+		probe := &puller{o: o, dst: dst}
+		if local, have := probe.localDigest(ctx, display); have && local.String() == d.DigestStr() {
+			return []Pulled{{Ref: display, Digest: local, RepoDigest: display, UpToDate: true}}, nil
+		}
+	}
 	p, err := o.newPuller(ctx, r.Context(), dst)
 	if err != nil {
 		return nil, err

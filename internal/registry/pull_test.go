@@ -171,6 +171,11 @@ func TestPullByDigestAndNormalisation(t *testing.T) {
 	if len(st.tags) != 0 {
 		t.Fatalf("pull by digest tagged %v", st.tags)
 	}
+	reg.reset()
+	res, err = registry.Pull(ctx, reg.ref("test/dig@"+d.String()), st)
+	if err != nil || !res[0].UpToDate || len(reg.requests()) != 0 {
+		t.Fatalf("second pull by digest: %+v, %v, requests %v", res, err, reg.requests())
+	}
 	for in, want := range map[string]string{
 		"busybox":                        "docker.io/library/busybox:latest",
 		"library/busybox:1.36":           "docker.io/library/busybox:1.36",

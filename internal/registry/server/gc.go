@@ -45,6 +45,15 @@ func GC(ctx context.Context, root string, dryRun bool, opts ...GCOption) (*GCRes
 	if _, err := os.Stat(filepath.Join(root, "docker", "registry", "v2")); err != nil {
 		return nil, fmt.Errorf("gc registry %s: no registry data: %w", root, errdefs.ErrNotFound)
 	}
+	if alg, err := foreignDigests(root); err != nil {
+		return nil, fmt.Errorf("gc registry %s: %w", root, err)
+	} else if alg != "" {
+		// Blobs pushed by sha512 are stored under their sha256 digest and
+		// linked; the collector marks only the digests manifests name and
+		// would delete the sha256 copies.
+		return nil, fmt.Errorf("gc registry %s: it holds %s-addressed content, which the collector would delete: %w",
+			root, alg, errdefs.ErrConflict)
+	}
 	before, _, err := countBlobs(root)
 	if err != nil {
 		return nil, fmt.Errorf("gc registry %s: %w", root, err)
@@ -125,4 +134,31 @@ func blobSizes(root string) (map[string]int64, error) {
 		return nil
 	})
 	return out, err
+}
+
+// foreignDigests returns a digest algorithm other than sha256 that a
+// repository links content by, or "".
+func foreignDigests(root string) (string, error) {
+	repos := filepath.Join(root, "docker", "registry", "v2", "repositories")
+	var found string
+	err := filepath.WalkDir(repos, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) {
+				return nil
+			}
+			return err
+		}
+		if !d.IsDir() || found != "" {
+			return nil
+		}
+		switch filepath.Base(filepath.Dir(path)) {
+		case "_layers", "revisions":
+			if d.Name() != "sha256" {
+				found = d.Name()
+			}
+			return filepath.SkipDir
+		}
+		return nil
+	})
+	return found, err
 }

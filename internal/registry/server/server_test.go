@@ -1,13 +1,16 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -233,5 +236,31 @@ func TestGC(t *testing.T) {
 	}
 	if _, err := server.GC(ctx, t.TempDir(), false); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("gc of an empty dir: %v", err)
+	}
+}
+
+func TestGCRefusesSHA512Content(t *testing.T) {
+	root := t.TempDir()
+	srv := serve(t, server.Config{Root: root})
+	body := []byte("sha512 blob")
+	sum := sha512.Sum512(body)
+	dgst := "sha512:" + hex.EncodeToString(sum[:])
+	resp, err := http.Post(srv.URL()+"/v2/x/y/blobs/uploads/", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	req, _ := http.NewRequest(http.MethodPut, loc+"&digest="+dgst, bytes.NewReader(body))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Docker-Content-Digest") != dgst {
+		t.Fatalf("sha512 upload: %d %q", resp.StatusCode, resp.Header.Get("Docker-Content-Digest"))
+	}
+	if _, err := server.GC(t.Context(), root, false); !errors.Is(err, errdefs.ErrConflict) {
+		t.Fatalf("gc with sha512 content: %v, want ErrConflict", err)
 	}
 }
