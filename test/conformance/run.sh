@@ -57,7 +57,8 @@ sed -n '/conformance:/,$p' "$work/output.txt" | grep -v '^WARNING: "go test"' ||
 
 junit="$work/results/junit.xml"
 if [ -f "$junit" ]; then
-	read -r tests failures skipped disabled < <(sed -n '1s/.*tests="\([0-9]*\)" failures="\([0-9]*\)" skipped="\([0-9]*\)" disabled="\([0-9]*\)".*/\1 \2 \3 \4/p' "$junit")
+	attr() { head -1 "$junit" | grep -o " $1=\"[0-9]*\"" | grep -o '[0-9]*' || echo 0; }
+	tests=$(attr tests) failures=$(attr failures) skipped=$(attr skipped) disabled=$(attr disabled)
 	echo "== result: $((tests - failures - skipped - disabled)) passed, $failures failed, $skipped skipped, $disabled disabled (of $tests)"
 	if [ "$failures" != 0 ]; then
 		echo "== failing tests:"
