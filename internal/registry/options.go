@@ -42,6 +42,7 @@ type options struct {
 	mountFrom     string
 	userAgent     string
 	baseTransport http.RoundTripper
+	certsDirs     []string
 }
 
 // makeOptions applies opts over the defaults and rejects contradictions.
@@ -53,6 +54,7 @@ func makeOptions(opts ...Option) (*options, error) {
 		jobs:      3,
 		retries:   3,
 		userAgent: "berth",
+		certsDirs: DefaultCertsDirs,
 	}
 	for _, opt := range opts {
 		if err := opt(o); err != nil {
@@ -195,6 +197,13 @@ func WithUserAgent(ua string) Option {
 // http.DefaultTransport.
 func WithTransport(rt http.RoundTripper) Option {
 	return func(o *options) error { o.baseTransport = rt; return nil }
+}
+
+// WithCertsDirs sets the directories searched for <host[:port]>/ca.crt-style
+// registry certificates (extra CAs *.crt, client certificate *.cert + *.key).
+// Default: DefaultCertsDirs (/etc/docker/certs.d, /etc/containers/certs.d).
+func WithCertsDirs(dirs ...string) Option {
+	return func(o *options) error { o.certsDirs = dirs; return nil }
 }
 
 type nopProgress struct{}

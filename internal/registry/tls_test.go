@@ -2,10 +2,13 @@ package registry_test
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -91,4 +94,32 @@ func TestUnreachableRegistry(t *testing.T) {
 		t.Fatalf("refused: %v", err)
 	}
 	t.Logf("refused: %v", err)
+}
+
+func TestCertsDir(t *testing.T) {
+	ctx := t.Context()
+	srv := httptest.NewTLSServer(quietGGCR()) // certificate for example.com
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "https://")
+	const ref = "example.com/team/app:1"
+	img := randomImage(t, 1)
+	opts := []registry.Option{registry.WithTransport(dialTo(addr)), registry.WithCertsDirs(t.TempDir())}
+	if _, err := registry.Push(ctx, ref, img, opts...); !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("push without the CA: %v", err)
+	}
+	certs := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(certs, "example.com"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	if err := os.WriteFile(filepath.Join(certs, "example.com", "ca.crt"), ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opts = []registry.Option{registry.WithTransport(dialTo(addr)), registry.WithCertsDirs(certs)}
+	if _, err := registry.Push(ctx, ref, img, opts...); err != nil {
+		t.Fatalf("push trusting the CA from certs.d: %v", err)
+	}
+	if _, err := registry.Pull(ctx, ref, newLayoutStore(t), opts...); err != nil {
+		t.Fatalf("pull trusting the CA from certs.d: %v", err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -175,13 +176,16 @@ func logLevel(cfg Config) string {
 	return cfg.LogLevel
 }
 
+func logWriter(cfg Config) io.Writer {
+	if cfg.Log == nil {
+		return io.Discard
+	}
+	return cfg.Log
+}
+
 // configureLogging points logrus's global logger, which the library uses, at cfg.Log.
 func configureLogging(cfg Config) {
-	w := cfg.Log
-	if w == nil {
-		w = io.Discard
-	}
-	logrus.SetOutput(w)
+	logrus.SetOutput(logWriter(cfg))
 	if lvl, err := logrus.ParseLevel(logLevel(cfg)); err == nil {
 		logrus.SetLevel(lvl)
 	}
@@ -210,7 +214,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		Handler:           s.handler,
 		ReadHeaderTimeout: 30 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-		ErrorLog:          nil,
+		ErrorLog:          log.New(logWriter(s.cfg), "registry: ", 0),
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.ln) }()
