@@ -122,6 +122,10 @@ func classify(err error) (class, cause error) {
 		}
 		return nil, err
 	}
+	if msg := err.Error(); strings.Contains(msg, "error verifying sha256 checksum") ||
+		strings.Contains(msg, "does not match requested digest") {
+		return errdefs.ErrCorrupt, classed(errdefs.ErrCorrupt, err, "content does not match its digest")
+	}
 	if strings.Contains(err.Error(), "server gave HTTP response to HTTPS client") {
 		return errdefs.ErrUnavailable, classed(errdefs.ErrUnavailable, nil,
 			"registry speaks plain HTTP, not HTTPS (name it an insecure registry to allow that)")
