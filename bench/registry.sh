@@ -9,9 +9,8 @@ size=${1:-200}
 layers=${2:-3}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d /tmp/berth-bench.XXXXXX)
-pids=()
 cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for f in "$work"/*.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done
 	wait 2>/dev/null || true
 	rm -rf "$work"
 }
@@ -21,16 +20,17 @@ command -v skopeo >/dev/null || { echo "skopeo not installed" >&2; exit 1; }
 (cd "$repo" && go build -o "$work/registryd" ./test/conformance/registryd && go build -o "$work/bench" ./bench/registrybench)
 
 # One registry per client so neither finds the other's blobs.
+# start_registry NAME VAR starts one and stores its host:port in VAR.
 start_registry() {
 	local port
 	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 	"$work/registryd" -addr "127.0.0.1:$port" -root "$work/root-$1" >/dev/null 2>&1 &
-	pids+=($!)
+	echo $! >"$work/registryd-$1.pid"
 	for _ in $(seq 50); do curl -fsS "http://127.0.0.1:$port/v2/" >/dev/null 2>&1 && break; sleep 0.1; done
-	echo "127.0.0.1:$port"
+	printf -v "$2" '127.0.0.1:%s' "$port"
 }
-reg_berth=$(start_registry berth)
-reg_skopeo=$(start_registry skopeo)
+start_registry berth reg_berth
+start_registry skopeo reg_skopeo
 
 echo "generating a ${size} MB, ${layers}-layer random image…"
 "$work/bench" gen "$work/src" "$size" "$layers"
