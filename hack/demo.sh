@@ -21,6 +21,20 @@ tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
 echo "== berth run --rm berth-demo (container)"
 "$BERTH" run --rm --hostname demo berth-demo sh -c 'echo "hello from a $(uname -s) container on kernel $(uname -r), hostname $(hostname)"'
 echo "== host kernel: $(uname -r)"
+
+echo "== images travel: embedded registry on loopback, push, remove, pull back, run"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$BERTH" registry serve --addr "127.0.0.1:$port" --root "$work/registry" >"$work/registry.log" 2>&1 &
+regpid=$!
+trap 'kill $regpid 2>/dev/null; wait $regpid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 50); do grep -q serving "$work/registry.log" && break; sleep 0.1; done
+ref="127.0.0.1:$port/demo/berth-demo:latest"
+"$BERTH" tag berth-demo "$ref"
+"$BERTH" push "$ref"
+"$BERTH" rmi "$ref" berth-demo
+"$BERTH" pull "$ref"
+"$BERTH" tag "$ref" berth-demo
+"$BERTH" run --rm berth-demo echo "pulled back from the registry and ran"
 if "$BERTH" info | grep -q '^VM Kernel: /'; then
 	echo "== berth run --rm --vm berth-demo (microVM)"
 	"$BERTH" run --rm --vm --hostname demo berth-demo sh -c 'echo "hello from a microVM on guest kernel $(uname -r)"'

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 for p in runc crun busybox-static qemu-system-x86 qemu-utils e2fsprogs iptables iproute2 \
-         containernetworking-plugins hyperfine skopeo podman uidmap procps time; do
+         containernetworking-plugins hyperfine skopeo podman uidmap procps time docker-registry; do
 	have "$p" || need+=("$p")
 done
 if ((${#need[@]})); then

@@ -62,6 +62,7 @@ func Main(ctx context.Context, args []string) int {
 		psCmd(g), logsCmd(g), execCmd(g), waitCmd(g), inspectCmd(g), topCmd(g), statsCmd(g),
 		containerCmd(g), imageCmd(g), imagesCmd(g), loadCmd(g), saveCmd(g), importCmd(g), tagCmd(g), rmiCmd(g),
 		systemCmd(g), infoCmd(g), monitorCmd(g),
+		pullCmd(g), pushCmd(g), loginCmd(g), logoutCmd(g), registryCmd(g),
 	)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

@@ -25,7 +25,7 @@ type createFlags struct {
 	interactive, tty, readOnly, rm, vm                                    bool
 	cpus                                                                  float64
 	pidsLimit                                                             int64
-	stopSignal                                                            string
+	stopSignal, pull                                                      string
 	stopTimeout                                                           int
 }
 
@@ -56,6 +56,7 @@ func (f *createFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.accel, "accel", "", "microVM accelerator: kvm or tcg (default: probed)")
 	fs.StringVar(&f.stopSignal, "stop-signal", "", "signal that stops the container (default SIGTERM)")
 	fs.IntVar(&f.stopTimeout, "stop-timeout", 10, "seconds to wait for stop before killing")
+	fs.StringVar(&f.pull, "pull", "missing", "pull the image: always, missing or never")
 	fs.Bool("help", false, "help for this command")
 }
 
@@ -162,6 +163,9 @@ func runCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return withCode(125, err)
 			}
+			if err := ensureImage(cmd, e, args[0], f.pull); err != nil {
+				return withCode(125, err)
+			}
 			c, err := e.Create(ctx, engine.CreateOptions{Name: f.name, Config: cfg})
 			if err != nil {
 				return withCode(125, err)
@@ -256,6 +260,9 @@ func createCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return withCode(125, err)
 			}
+			if err := ensureImage(cmd, e, args[0], f.pull); err != nil {
+				return withCode(125, err)
+			}
 			c, err := e.Create(ctx, engine.CreateOptions{Name: f.name, Config: cfg})
 			if err != nil {
 				return withCode(125, err)
@@ -266,4 +273,13 @@ func createCmd(g *globals) *cobra.Command {
 	}
 	f.register(cmd.Flags())
 	return cmd
+}
+
+// ensureImage applies --pull before a workload is created, with progress on
+// stderr as `docker run` shows it.
+func ensureImage(cmd *cobra.Command, e *engine.Engine, ref, policy string) error {
+	f := registryFlags{tlsVerify: true}
+	o, done := f.options()
+	defer done()
+	return e.EnsureImage(cmd.Context(), ref, engine.PullPolicy(policy), o)
 }
