@@ -93,11 +93,12 @@ func (r *Runtime) launch(ctx context.Context, verb, id string, args []string, st
 			cmd.Stderr = nil
 		}
 	}
-	runErr := cmd.Run()
+	runErr := r.runCmd(cmd)
 	if pipes != nil {
 		pipes.closeChild()
 	}
 	if runErr != nil {
+		r.reapLeftovers()
 		var printed []byte
 		if pipes != nil {
 			printed = pipes.readPending()
@@ -116,12 +117,19 @@ func (r *Runtime) launch(ctx context.Context, verb, id string, args []string, st
 		}
 		return fail(err)
 	}
+	if err := r.settle(pid); err != nil {
+		if pipes != nil {
+			pipes.close()
+		}
+		return fail(err)
+	}
 	var out outputIO = pipes
 	if console != nil {
 		master, err := console.receive(consoleTimeout)
 		if err != nil {
 			_ = unix.Kill(pid, unix.SIGKILL)
 			reap(pid)
+			disown(pid)
 			return fail(err)
 		}
 		out = newTerminalIO(master, stdio)
@@ -367,6 +375,7 @@ func (p *process) start(pid int, out outputIO, stdio runtime.IO) {
 func (p *process) reap() {
 	ws, err := reap(p.pid)
 	exitedAt := time.Now()
+	disown(p.pid)
 	p.mu.Lock()
 	p.exited = true
 	if p.pidfd >= 0 {
