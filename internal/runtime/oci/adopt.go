@@ -58,9 +58,16 @@ func waitRegistered(cmd *exec.Cmd) error {
 	return err
 }
 
-// settle is called once the runtime has started the process pid: it waits
-// until pid is the caller's child and reaps the runtime's leftovers, then
-// registers pid as owned (until disown) so that no later scan reaps it.
+// own registers pid, a process the runtime has started, as owned (until
+// disown) so that no scan for leftovers reaps it.
+func own(pid int) {
+	startMu.Lock()
+	owned[pid] = true
+	startMu.Unlock()
+}
+
+// settle is called, off the start's path, for an owned process pid: it
+// waits until pid is the caller's child and reaps the runtime's leftovers.
 func (r *Runtime) settle(pid int) error {
 	self := os.Getpid()
 	deadline := time.Now().Add(adoptTimeout)
@@ -77,9 +84,6 @@ func (r *Runtime) settle(pid int) error {
 		}
 		time.Sleep(delay)
 	}
-	startMu.Lock()
-	owned[pid] = true
-	startMu.Unlock()
 	r.reapLeftovers()
 	return nil
 }
