@@ -11,12 +11,13 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-30}
 BERTH=$PWD/bin/berth
 work=$(mktemp -d /tmp/berth-bench-XXXXXX)
-export BERTH_ROOT=$work/root BERTH_STATE=$work/state BERTH_CONFIG=/nonexistent
+export BERTH_ROOT=$work/root BERTH_STATE=$work/state BERTH_CONFIG=${BERTH_CONFIG:-/nonexistent}
 cleanup() {
 	for i in $(seq 10); do "$BERTH" rm -f "idle$i" >/dev/null 2>&1 || true; done
 	command -v podman >/dev/null && for i in $(seq 10); do podman rm -f -t 0 "berth-bench-idle$i" >/dev/null 2>&1 || true; done
 	"$BERTH" system prune >/dev/null 2>&1 || true
 	[ -n "${RT:-}" ] && $RT delete -f bench-floor >/dev/null 2>&1 || true
+	[ -e "$work/mntns" ] && umount "$work/mntns" 2>/dev/null || true
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -46,8 +47,19 @@ c["linux"]["cgroupsPath"] = "/berth-bench/floor"
 c["mounts"] = [m for m in c["mounts"] if not m["destination"].startswith("/etc/host")]
 json.dump(c, open(p, "w"))
 PY
-cmds=("$BERTH run --rm bench /bin/true" "$RT run --bundle $work/bundle bench-floor")
-names=("berth run --rm" "$(basename "$RT") run (floor)")
+floor="$RT run --bundle $work/bundle bench-floor"
+if [ "$(basename "$RT")" = crun ] && [ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]; then
+	# crun refuses hybrid cgroups: like berth, run it where the cgroup2 mount
+	# is gone, here a mount namespace made once and entered with nsenter
+	# (one exec more than berth's per-call unshare on a thread of its own).
+	touch "$work/mntns"
+	unshare --mount="$work/mntns" --propagation slave true
+	nsenter --mount="$work/mntns" umount /sys/fs/cgroup/unified
+	floor="nsenter --mount=$work/mntns $floor"
+	RT="nsenter --mount=$work/mntns $RT"
+fi
+cmds=("$BERTH run --rm bench /bin/true" "$floor")
+names=("berth run --rm" "$(basename "${RT##* }") run (floor)")
 if command -v podman >/dev/null; then
 	podman import "$work/rootfs.tar" localhost/berth-bench >/dev/null 2>&1
 	P="podman run --rm --network none --runtime runc --ulimit nofile=20000:20000 --ulimit nproc=32768:32768 localhost/berth-bench /bin/true"

@@ -14,6 +14,13 @@
 // caller must therefore not reap children it did not start itself (no
 // wait4(-1) loop), or statuses are lost. Signals go through a pidfd.
 //
+// crun on a hybrid cgroup host (v1 controllers plus a cgroup2 mount at
+// /sys/fs/cgroup/unified), which crun refuses, runs in a private mount
+// namespace made for each invocation without that mount, where it uses the
+// v1 hierarchies (see runInV1View); runc runs as is. crun's detached
+// start leaves a crun process that the caller adopts: the backend reaps it
+// (see adopt.go).
+//
 // For a terminal, put the initial size in the spec (spec.WithConsoleSize)
 // as well as in IO.Size: the backend applies IO.Size when it receives the
 // master, which may be after the process has read its size. Copying from

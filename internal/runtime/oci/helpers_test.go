@@ -24,14 +24,21 @@ import (
 // requiresRunc skips unless the test runs as root with runc and busybox.
 func requiresRunc(t *testing.T) {
 	t.Helper()
+	requiresRuntime(t, "runc")
+}
+
+// requiresRuntime skips unless the test runs as root with the runtime binary
+// and busybox.
+func requiresRuntime(t *testing.T, binary string) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("runs containers; skipped in -short mode")
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("requires root")
 	}
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("requires runc")
+	if _, err := exec.LookPath(binary); err != nil {
+		t.Skipf("requires %s (apt-get install %s)", binary, binary)
 	}
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		t.Skip("requires /bin/busybox")
@@ -85,13 +92,19 @@ type fixture struct {
 	cgroupPath string
 }
 
-// newFixture builds a busybox rootfs in a temp dir and a runtime with its own
-// state root; cleanup force-deletes the container and its cgroups.
+// newFixture builds a busybox rootfs in a temp dir and a runc runtime with
+// its own state root; cleanup force-deletes the container and its cgroups.
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	requiresRunc(t)
+	return newFixtureWith(t, "runc")
+}
+
+// newFixtureWith is newFixture with the runtime binary given.
+func newFixtureWith(t *testing.T, binary string) *fixture {
+	t.Helper()
+	requiresRuntime(t, binary)
 	dir := t.TempDir()
-	rt, err := New("runc", filepath.Join(dir, "state"), WithTempDir(dir))
+	rt, err := New(binary, filepath.Join(dir, "state"), WithTempDir(dir))
 	if err != nil {
 		t.Fatal(err)
 	}

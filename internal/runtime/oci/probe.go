@@ -21,12 +21,19 @@ import (
 // DefaultCandidates are the runtimes Probe tries, fastest first.
 var DefaultCandidates = []string{"crun", "runc"}
 
+// probeCacheFormat is the cache's current format. 2: crun runs in a cgroup
+// v1 view on hybrid hosts (it failed there before).
+const probeCacheFormat = 2
+
 // probeTimeout bounds one trial container.
 const probeTimeout = 15 * time.Second
 
 // probeCache is Probe's cache file: each candidate's verdict, valid while the
 // binary's mtime and size and the boot are the same.
 type probeCache struct {
+	// Format changes with what a verdict means (probeCacheFormat): verdicts
+	// of an older berth are probed again.
+	Format     int                        `json:"format"`
 	BootID     string                     `json:"bootID"`
 	Candidates map[string]probeCacheEntry `json:"candidates"`
 }
@@ -42,9 +49,10 @@ type probeCacheEntry struct {
 // Probe picks the first of candidates (DefaultCandidates when empty; names
 // or paths) that can run a container here, by running a trivial one: the
 // host's /usr, /bin, /lib… read-only in an empty rootfs running /bin/true, with berth's default
-// spec (namespaces, seccomp, cgroups). It returns the chosen binary's path
-// and a reason that also explains every candidate skipped, e.g. "crun
-// 1.8.1: cgroups in hybrid mode not supported…".
+// spec (namespaces, seccomp, cgroups), as the backend would run it (crun on
+// a hybrid host in a cgroup v1 view). It returns the chosen binary's path
+// and a reason that also explains every candidate skipped, e.g. "skipped
+// crun: not installed (apt-get install crun)".
 //
 // Verdicts are cached in cacheFile ("" for no cache) per binary path,
 // modification time and size, and boot, so that later calls run nothing.
@@ -113,7 +121,7 @@ func readBootID() string {
 }
 
 func loadProbeCache(file, bootID string) probeCache {
-	fresh := probeCache{BootID: bootID, Candidates: map[string]probeCacheEntry{}}
+	fresh := probeCache{Format: probeCacheFormat, BootID: bootID, Candidates: map[string]probeCacheEntry{}}
 	if file == "" {
 		return fresh
 	}
@@ -122,7 +130,7 @@ func loadProbeCache(file, bootID string) probeCache {
 		return fresh
 	}
 	var c probeCache
-	if json.Unmarshal(b, &c) != nil || c.BootID != bootID || c.Candidates == nil {
+	if json.Unmarshal(b, &c) != nil || c.Format != probeCacheFormat || c.BootID != bootID || c.Candidates == nil {
 		return fresh
 	}
 	return c
@@ -211,13 +219,15 @@ func probeOne(ctx context.Context, path string) probeCacheEntry {
 	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
 		return fail(err)
 	}
-	r := &Runtime{binary: path, name: filepath.Base(path), root: filepath.Join(dir, "state"), opts: options{tempDir: dir}}
+	mode := cgroups.DetectMode()
+	name := filepath.Base(path)
+	r := &Runtime{binary: path, name: name, root: filepath.Join(dir, "state"), opts: options{tempDir: dir}, v1View: needsV1View(name, mode)}
 	logPath := filepath.Join(dir, "log")
 	cmd := exec.CommandContext(ctx, path, r.globalArgs(logPath, []string{"run", "--bundle", bundle, id})...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	runErr := cmd.Run()
+	runErr := r.runCmd(cmd)
 	elapsed := time.Since(start)
 	defer func() {
 		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -231,6 +241,9 @@ func probeOne(ctx context.Context, path string) probeCacheEntry {
 	}
 	e.OK = true
 	e.Reason = fmt.Sprintf("ran a test container in %v", elapsed.Round(time.Millisecond))
+	if r.v1View {
+		e.Reason += " (cgroups are hybrid, which crun refuses: berth runs it in a private mount namespace without " + unifiedMount + ", where it uses the v1 hierarchies)"
+	}
 	return e
 }
 

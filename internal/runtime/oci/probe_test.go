@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/berthdev/berth/internal/cgroups"
 	"github.com/berthdev/berth/internal/errdefs"
 )
 
@@ -33,6 +35,12 @@ func TestProbe(t *testing.T) {
 	}
 	if filepath.Base(chosen) == "runc" && !strings.Contains(reason, "; crun ") && !strings.Contains(reason, "skipped crun ") {
 		t.Errorf("reason %q does not explain why crun was skipped", reason)
+	}
+
+	if _, err := exec.LookPath("crun"); err == nil && cgroups.DetectMode() == cgroups.Hybrid {
+		if filepath.Base(chosen) != "crun" || !strings.Contains(reason, "private mount namespace") {
+			t.Errorf("hybrid host with crun: chose %q: %q", chosen, reason)
+		}
 	}
 
 	var c probeCache

@@ -93,11 +93,12 @@ func (r *Runtime) launch(ctx context.Context, verb, id string, args []string, st
 			cmd.Stderr = nil
 		}
 	}
-	runErr := cmd.Run()
+	runErr := r.runCmd(cmd)
 	if pipes != nil {
 		pipes.closeChild()
 	}
 	if runErr != nil {
+		r.reapLeftovers()
 		var printed []byte
 		if pipes != nil {
 			printed = pipes.readPending()
@@ -116,12 +117,17 @@ func (r *Runtime) launch(ctx context.Context, verb, id string, args []string, st
 		}
 		return fail(err)
 	}
+	own(pid)
+	p.settle = func() error { return r.settle(pid) }
 	var out outputIO = pipes
 	if console != nil {
 		master, err := console.receive(consoleTimeout)
 		if err != nil {
 			_ = unix.Kill(pid, unix.SIGKILL)
-			reap(pid)
+			if r.settle(pid) == nil {
+				reap(pid)
+			}
+			disown(pid)
 			return fail(err)
 		}
 		out = newTerminalIO(master, stdio)
@@ -340,6 +346,9 @@ type process struct {
 	pidfd  int // -1 when none or released
 	out    outputIO
 	exited bool
+	// settle, when set, runs before waiting: until the process is the
+	// caller's child, wait4 fails (see adopt.go).
+	settle func() error
 
 	once   sync.Once
 	done   chan struct{}
@@ -365,8 +374,18 @@ func (p *process) start(pid int, out outputIO, stdio runtime.IO) {
 }
 
 func (p *process) reap() {
-	ws, err := reap(p.pid)
+	var (
+		ws  unix.WaitStatus
+		err error
+	)
+	if p.settle != nil {
+		err = p.settle()
+	}
+	if err == nil {
+		ws, err = reap(p.pid)
+	}
 	exitedAt := time.Now()
+	disown(p.pid)
 	p.mu.Lock()
 	p.exited = true
 	if p.pidfd >= 0 {

@@ -18,6 +18,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/berthdev/berth/internal/cgroups"
 	"github.com/berthdev/berth/internal/errdefs"
 	"github.com/berthdev/berth/internal/runtime"
 )
@@ -33,6 +34,9 @@ type Runtime struct {
 	name   string // "runc", "crun"…
 	root   string // the runtime's --root state directory
 	opts   options
+	// v1View: run every invocation in a private mount namespace showing
+	// the cgroups as plain v1 (crun on a hybrid host; see startInV1View).
+	v1View bool
 
 	mu      sync.Mutex
 	pending map[string]*created // created, not started yet
@@ -102,11 +106,13 @@ func New(binary, root string, opts ...Option) (*Runtime, error) {
 	if err := os.MkdirAll(root, 0o711); err != nil {
 		return nil, fmt.Errorf("new OCI runtime %s: create state root: %w", binary, err)
 	}
+	name := filepath.Base(path)
 	return &Runtime{
 		binary:  path,
-		name:    filepath.Base(path),
+		name:    name,
 		root:    root,
 		opts:    o,
+		v1View:  needsV1View(name, cgroups.DetectMode()),
 		pending: map[string]*created{},
 	}, nil
 }
@@ -314,7 +320,7 @@ func (r *Runtime) command(ctx context.Context, verb, id string, args ...string) 
 	cmd := exec.CommandContext(ctx, r.binary, r.globalArgs(logPath, args)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	if err := r.runCmd(cmd); err != nil {
 		return nil, r.runtimeError(verb, id, logPath, stderr.Bytes(), err)
 	}
 	return stdout.Bytes(), nil
@@ -384,7 +390,8 @@ func classify(verb, msg string) error {
 	case strings.Contains(m, "already exists"), strings.Contains(m, "exists:"):
 		return errdefs.ErrAlreadyExists
 	case strings.Contains(m, "not running"), strings.Contains(m, "not stopped"),
-		strings.Contains(m, "is running"), strings.Contains(m, "paused"):
+		strings.Contains(m, "is running"), strings.Contains(m, "paused"),
+		strings.Contains(m, "is not in `created` or `stopped` state"): // crun
 		return errdefs.ErrConflict
 	case strings.Contains(m, "permission denied"):
 		return errdefs.ErrInvalidArgument
