@@ -14,6 +14,7 @@ setup:
 build:
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/berth ./cmd/berth
 	@if [ -d cmd/berth-agent ]; then CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/berth-agent ./cmd/berth-agent; fi
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/berth-registry ./cmd/berth-registry
 	@if [ -d cmd/berth-vm ]; then CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/berth-vm ./cmd/berth-vm; fi
 
 demo: setup build

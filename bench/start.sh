@@ -67,7 +67,7 @@ if command -v podman >/dev/null; then
 	cmds+=("$P"); names+=("podman run --rm --network none")
 fi
 for c in "${cmds[@]}"; do $c >/dev/null || { echo "bench: failed: $c" >&2; exit 1; }; done
-hyperfine -N -w 3 -r "$RUNS" --export-json "$work/h.json" "${cmds[@]}" >/dev/null
+hyperfine -N -i -w 3 -r "$RUNS" --export-json "$work/h.json" "${cmds[@]}" >/dev/null
 
 # Idle memory: 10 idle detached containers each way; the cost per container
 # is the summed PSS of berth's monitors (file pages shared between them are
@@ -101,6 +101,10 @@ import json, sys
 res = json.load(open(sys.argv[1]))["results"]
 berth_rss, conmon_rss, names = sys.argv[2], sys.argv[3], sys.argv[4:]
 med = [r["median"] * 1000 for r in res]
+for n, r in zip(names, res):
+    bad = [c for c in r.get("exit_codes", []) if c]
+    if bad:
+        print(f"WARNING: {n}: {len(bad)} of {len(r['exit_codes'])} runs failed (exit codes {sorted(set(bad))})")
 print("| command | median ms | berth / this |")
 print("|---|---|---|")
 for n, m in zip(names, med):

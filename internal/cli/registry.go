@@ -2,17 +2,17 @@ package cli
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
+	"os/exec"
+	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/berthdev/berth/internal/engine"
 	"github.com/berthdev/berth/internal/errdefs"
 	"github.com/berthdev/berth/internal/progress"
-	"github.com/berthdev/berth/internal/registry/server"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 )
@@ -188,58 +188,44 @@ func logoutCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+// registryCmd runs the embedded registry, which lives in its own binary
+// (berth-registry, beside berth) so that the distribution library and its
+// dependencies do not slow down every other berth command's start.
 func registryCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{Use: "registry", Short: "Run berth's embedded OCI registry"}
-	var cfg server.Config
-	var verbose bool
-	serve := &cobra.Command{
-		Use:   "serve [--addr 127.0.0.1:5000] [--root DIR] [--htpasswd FILE] [--tls-cert F --tls-key F]",
-		Short: "Serve an OCI distribution registry (filesystem storage) until interrupted",
-		Args:  cobra.NoArgs,
+	return &cobra.Command{
+		Use:                "registry serve|gc [FLAGS]",
+		Short:              "Run berth's embedded OCI registry (serve, gc)",
+		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cfg.Root == "" {
-				cfg.Root = g.root + "/registry"
-			}
-			if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
-				return fmt.Errorf("--tls-cert and --tls-key go together: %w", errdefs.ErrInvalidArgument)
-			}
-			if verbose {
-				cfg.Log = os.Stderr
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return engine.ServeRegistry(ctx, cfg, func(addr string) {
-				fmt.Printf("berth registry serving %s on %s\n", cfg.Root, addr)
-			})
-		},
-	}
-	serve.Flags().StringVar(&cfg.Addr, "addr", "127.0.0.1:5000", "address to listen on")
-	serve.Flags().StringVar(&cfg.Root, "root", "", "storage directory (default: ROOT/registry)")
-	serve.Flags().StringVar(&cfg.Htpasswd, "htpasswd", "", "bcrypt htpasswd file: require basic auth")
-	serve.Flags().StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (PEM)")
-	serve.Flags().StringVar(&cfg.TLSKey, "tls-key", "", "TLS key (PEM)")
-	serve.Flags().BoolVarP(&verbose, "verbose", "v", false, "log every request")
-	var gcRoot string
-	var dryRun, untagged bool
-	gc := &cobra.Command{
-		Use:   "gc [--root DIR] [--dry-run] [--delete-untagged]",
-		Short: "Remove blobs that no manifest references (stop the registry first)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if gcRoot == "" {
-				gcRoot = g.root + "/registry"
-			}
-			res, err := engine.RegistryGC(cmd.Context(), gcRoot, dryRun, untagged)
+			bin, err := siblingBinary("berth-registry")
 			if err != nil {
 				return err
 			}
-			fmt.Printf("blobs: %d before, %d after; %d bytes freed\n", res.BlobsBefore, res.BlobsAfter, res.BytesFreed)
+			c := exec.CommandContext(cmd.Context(), bin, args...)
+			c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+			c.Env = append(os.Environ(), "BERTH_ROOT="+g.root)
+			if err := c.Run(); err != nil {
+				var ee *exec.ExitError
+				if errors.As(err, &ee) {
+					return withCode(ee.ExitCode(), nil)
+				}
+				return err
+			}
 			return nil
 		},
 	}
-	gc.Flags().StringVar(&gcRoot, "root", "", "storage directory (default: ROOT/registry)")
-	gc.Flags().BoolVar(&dryRun, "dry-run", false, "only report")
-	gc.Flags().BoolVar(&untagged, "delete-untagged", false, "also remove manifests no tag points at")
-	cmd.AddCommand(serve, gc)
-	return cmd
+}
+
+// siblingBinary finds a helper binary next to the running berth, else on PATH.
+func siblingBinary(name string) (string, error) {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("%s is not installed next to berth or on PATH (make build puts it in bin/): %w", name, errdefs.ErrUnavailable)
 }

@@ -70,6 +70,7 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*state.Contain
 		Config:       cfg,
 		Runtime:      rt,
 		RootfsMounts: mounts,
+		ImageConfig:  img.Config.Config,
 		State:        state.State{Status: state.StatusCreated},
 	}
 	trace("create: prepared")

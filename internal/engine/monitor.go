@@ -202,10 +202,6 @@ func (m *monitor) closeLog() {
 // workload in its backend.
 func (m *monitor) start(ctx context.Context) error {
 	e, c := m.e, m.c
-	img, err := e.images.Get(ctx, c.ImageID)
-	if err != nil {
-		return fmt.Errorf("image %s of container %s: %w", c.Config.Image, c.Name, err)
-	}
 	mounts := c.RootfsMounts
 	rootfs := e.rootfsDir(c.ID)
 	if err := os.MkdirAll(rootfs, 0o711); err != nil {
@@ -216,7 +212,7 @@ func (m *monitor) start(ctx context.Context) error {
 		return fmt.Errorf("mount root filesystem of %s: %w", c.Name, err)
 	}
 	trace("monitor: mounted")
-	s, err := e.buildSpec(ctx, c, img, rootfs, m.size)
+	s, err := e.buildSpec(ctx, c, rootfs, m.size)
 	trace("monitor: spec built")
 	if err != nil {
 		return err

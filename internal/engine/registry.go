@@ -8,7 +8,6 @@ import (
 	"github.com/berthdev/berth/internal/errdefs"
 	"github.com/berthdev/berth/internal/image"
 	"github.com/berthdev/berth/internal/registry"
-	"github.com/berthdev/berth/internal/registry/server"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -111,25 +110,4 @@ func (e *Engine) EnsureImage(ctx context.Context, ref string, policy PullPolicy,
 	default:
 		return fmt.Errorf("invalid --pull %q: use always, missing or never: %w", policy, errdefs.ErrInvalidArgument)
 	}
-}
-
-// ServeRegistry runs berth's embedded OCI registry until ctx ends.
-func ServeRegistry(ctx context.Context, cfg server.Config, ready func(addr string)) error {
-	srv, err := server.New(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if ready != nil {
-		ready(srv.Addr())
-	}
-	return srv.Serve(ctx)
-}
-
-// RegistryGC removes blobs no manifest in the registry at root references.
-func RegistryGC(ctx context.Context, root string, dryRun, untagged bool) (*server.GCResult, error) {
-	var opts []server.GCOption
-	if untagged {
-		opts = append(opts, server.WithRemoveUntagged())
-	}
-	return server.GC(ctx, root, dryRun, opts...)
 }

@@ -9,17 +9,17 @@ import (
 
 	"github.com/berthdev/berth/internal/engine/state"
 	"github.com/berthdev/berth/internal/errdefs"
-	"github.com/berthdev/berth/internal/image"
 	"github.com/berthdev/berth/internal/runtime"
 	"github.com/berthdev/berth/internal/spec"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // processArgs applies Docker's rules: --entrypoint replaces the image's
 // Entrypoint and clears its Cmd; arguments after the image replace Cmd.
-func processArgs(cfg state.Config, img *image.Image) ([]string, error) {
-	entry := img.Config.Config.Entrypoint
-	cmd := img.Config.Config.Cmd
+func processArgs(cfg state.Config, img v1.Config) ([]string, error) {
+	entry := img.Entrypoint
+	cmd := img.Cmd
 	if cfg.EntrypointSet {
 		entry = cfg.Entrypoint
 		cmd = nil
@@ -36,8 +36,9 @@ func processArgs(cfg state.Config, img *image.Image) ([]string, error) {
 
 // buildSpec turns a workload record and its image into an OCI runtime spec
 // for a root filesystem mounted at rootfs.
-func (e *Engine) buildSpec(ctx context.Context, c *state.Container, img *image.Image, rootfs string, size *runtime.ConsoleSize) (*specs.Spec, error) {
+func (e *Engine) buildSpec(ctx context.Context, c *state.Container, rootfs string, size *runtime.ConsoleSize) (*specs.Spec, error) {
 	cfg := c.Config
+	img := c.ImageConfig
 	args, err := processArgs(cfg, img)
 	if err != nil {
 		return nil, err
@@ -46,7 +47,7 @@ func (e *Engine) buildSpec(ctx context.Context, c *state.Container, img *image.I
 	if hostname == "" {
 		hostname = c.ID[:12]
 	}
-	env := append([]string{}, img.Config.Config.Env...)
+	env := append([]string{}, img.Env...)
 	env = append(env, "HOSTNAME="+hostname)
 	if cfg.Tty {
 		env = append(env, "TERM=xterm")
@@ -54,14 +55,14 @@ func (e *Engine) buildSpec(ctx context.Context, c *state.Container, img *image.I
 	env = append(env, cfg.Env...)
 	cwd := cfg.WorkingDir
 	if cwd == "" {
-		cwd = img.Config.Config.WorkingDir
+		cwd = img.WorkingDir
 	}
 	if cwd == "" {
 		cwd = "/"
 	}
 	user := cfg.User
 	if user == "" {
-		user = img.Config.Config.User
+		user = img.User
 	}
 	etc, err := e.writeEtcFiles(c.ID, hostname)
 	if err != nil {

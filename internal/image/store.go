@@ -84,8 +84,12 @@ func Open(root string) (*Store, error) {
 			return nil, fmt.Errorf("open image store %s: %w", root, err)
 		}
 	}
-	if err := s.update(context.Background(), func(tx *bolt.Tx) error { return nil }); err != nil {
-		return nil, err
+	// Create the database once; later opens (every berth command) must not
+	// pay for a write transaction and its fsync.
+	if _, err := os.Stat(filepath.Join(abs, "images.db")); err != nil {
+		if err := s.update(context.Background(), func(tx *bolt.Tx) error { return nil }); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }

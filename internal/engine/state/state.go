@@ -17,6 +17,7 @@ import (
 
 	"github.com/berthdev/berth/internal/errdefs"
 	"github.com/berthdev/berth/internal/snapshot"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -102,7 +103,10 @@ type Container struct {
 	// RootfsMounts mount the workload's root filesystem (its writable layer
 	// over the image's layers), as the snapshotter described them at create.
 	RootfsMounts []snapshot.Mount `json:"rootfsMounts"`
-	State        State            `json:"state"`
+	// ImageConfig is the image's run configuration (Entrypoint, Cmd, Env…)
+	// as it was at create, so starting never needs the image store.
+	ImageConfig v1.Config `json:"imageConfig"`
+	State       State     `json:"state"`
 }
 
 // Store is the metadata database.
