@@ -5,7 +5,7 @@ import (
 	"context"
 	"os"
 
-	"github.com/berthdev/berth/internal/cli/registryd"
+	"github.com/berthdev/berth/internal/registryd"
 )
 
 func main() {
