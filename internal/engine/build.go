@@ -1,0 +1,161 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/berthdev/berth/internal/build"
+	"github.com/berthdev/berth/internal/cgroups"
+	"github.com/berthdev/berth/internal/errdefs"
+	"github.com/berthdev/berth/internal/image"
+	"github.com/berthdev/berth/internal/runtime"
+	"github.com/berthdev/berth/internal/runtime/oci"
+	"github.com/berthdev/berth/internal/snapshot/overlay"
+	"github.com/berthdev/berth/internal/spec"
+)
+
+// Build builds an image from a Dockerfile (see package build), stores it
+// and tags it. RUN steps run as containers on the default OCI runtime.
+func (e *Engine) Build(ctx context.Context, opts build.Options) (*image.Image, error) {
+	b, err := build.New(e.buildRoot(), e.buildStateDir(), buildImages{e.images}, buildSnapshots{e.snaps}, &buildExecutor{e: e})
+	if err != nil {
+		return nil, err
+	}
+	id, err := b.Build(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return e.images.Get(ctx, id.String())
+}
+
+func (e *Engine) buildRoot() string     { return filepath.Join(e.root, "build") }
+func (e *Engine) buildStateDir() string { return filepath.Join(e.stateDir, "build") }
+
+// buildImages is the image store as build.Images.
+type buildImages struct{ s *image.Store }
+
+func (i buildImages) Image(ctx context.Context, ref string) (v1.Image, error) {
+	return i.s.V1Image(ctx, ref)
+}
+
+func (i buildImages) LayerDirs(ctx context.Context, id v1.Hash) ([]string, error) {
+	img, err := i.s.Get(ctx, id.String())
+	if err != nil {
+		return nil, err
+	}
+	return i.s.LayerDirs(ctx, img)
+}
+
+func (i buildImages) Write(ctx context.Context, img v1.Image, tags ...string) (v1.Hash, error) {
+	stored, err := i.s.Write(ctx, img, tags...)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	return stored.ID, nil
+}
+
+// buildSnapshots is the overlay snapshotter as build.Snapshotter.
+type buildSnapshots struct{ *overlay.Snapshotter }
+
+func (s buildSnapshots) Diff(ctx context.Context, key string, w io.Writer) error {
+	return overlay.Diff(ctx, s.Upper(key), w)
+}
+
+// buildExecutor runs RUN steps as containers on the default OCI runtime.
+type buildExecutor struct {
+	e  *Engine
+	rt runtime.Runtime
+}
+
+// Run implements build.Executor. The container has Docker's default
+// isolation and no network but loopback; its runtime state, cgroup and
+// bundle are removed whatever happens.
+func (x *buildExecutor) Run(ctx context.Context, req build.RunRequest) (int, error) {
+	e := x.e
+	if x.rt == nil {
+		info, err := e.RuntimeInfo(ctx)
+		if err != nil {
+			return 0, err
+		}
+		rt, err := oci.New(info.Chosen, e.ociRuntimeRoot())
+		if err != nil {
+			return 0, err
+		}
+		x.rt = rt
+	}
+	id, err := newID()
+	if err != nil {
+		return 0, err
+	}
+	id = "build-" + id[:24]
+	bundle := filepath.Join(e.buildStateDir(), id)
+	if err := os.MkdirAll(bundle, 0o700); err != nil {
+		return 0, fmt.Errorf("run build step: %w", err)
+	}
+	defer os.RemoveAll(bundle)
+	stdout, stderr := req.Stdout, req.Stderr
+	if stdout == nil {
+		stdout = io.Discard
+	}
+	if stderr == nil {
+		stderr = stdout
+	}
+	s, err := spec.Generate(ctx,
+		spec.WithRootfs(req.Rootfs, false),
+		spec.WithProcessArgs(req.Args...),
+		spec.WithEnv(req.Env),
+		spec.WithCwd(req.Cwd),
+		spec.WithUser(req.Rootfs, req.User),
+		spec.WithHostname("buildkitsandbox"),
+		spec.WithCgroupsPath(cgroupPath(id)),
+	)
+	if err != nil {
+		return 0, err
+	}
+	if err := spec.ResolveExecutable(req.Rootfs, s.Process.Args, s.Process.Env); err != nil {
+		fmt.Fprintln(stderr, err)
+		if errdefs.IsNotFound(err) {
+			return 127, nil
+		}
+		return 126, nil
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
+		return 0, fmt.Errorf("run build step: %w", err)
+	}
+	p, err := x.rt.Create(ctx, id, bundle, runtime.IO{Stdout: stdout, Stderr: stderr})
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		// Cleanup must happen even when ctx is cancelled.
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = x.rt.Delete(cctx, id, true)
+		_ = cgroups.Remove(cgroupPath(id))
+	}()
+	if err := x.rt.Start(ctx, id); err != nil {
+		return 0, err
+	}
+	st, err := p.Wait(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			_ = x.rt.Kill(context.Background(), id, 9, true)
+			wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, _ = p.Wait(wctx)
+			cancel()
+		}
+		return 0, err
+	}
+	return st.Code, nil
+}
