@@ -114,7 +114,16 @@ func (b *Builder) Build(ctx context.Context, opts Options) (v1.Hash, error) {
 			continue
 		}
 		r.total += 1 + len(sp.stage.Commands)
-		if sp.from != nil || strings.EqualFold(sp.base, "scratch") {
+		if sp.from != nil {
+			// The base stage's ONBUILD instructions are its triggers.
+			for _, c := range sp.from.stage.Commands {
+				if _, ok := c.(*instructions.OnbuildCommand); ok {
+					r.total++
+				}
+			}
+			continue
+		}
+		if strings.EqualFold(sp.base, "scratch") {
 			continue
 		}
 		base, err := r.resolveImage(ctx, sp.base)
@@ -294,6 +303,11 @@ func (r *run) buildStage(ctx context.Context, sp *stagePlan, triggers []instruct
 	switch {
 	case sp.from != nil:
 		st = r.results[sp.from].clone()
+		var err error
+		if triggers, err = parseTriggers(st.cfg.Config.OnBuild); err != nil {
+			return nil, located(r.p.file, sp.stage.Location, fmt.Errorf("ONBUILD trigger of stage %s: %w", sp.from.name(), err))
+		}
+		st.cfg.Config.OnBuild = nil
 	case strings.EqualFold(sp.base, "scratch"):
 		os_, arch, variant := hostPlatform()
 		st = &stageState{key: "scratch", args: newArgScope(), cfg: &v1.ConfigFile{
@@ -307,9 +321,9 @@ func (r *run) buildStage(ctx context.Context, sp *stagePlan, triggers []instruct
 		}
 		st = &stageState{key: "image:" + base.id.String(), cfg: base.cfg.DeepCopy(), layers: append([]layerRef(nil), base.layers...), args: newArgScope()}
 		st.cfg.Config.OnBuild = nil
-		if len(triggers) > 0 {
-			fmt.Fprintf(r.out, "--> executing %d build trigger(s) of %s\n", len(triggers), sp.base)
-		}
+	}
+	if len(triggers) > 0 {
+		fmt.Fprintf(r.out, "--> executing %d build trigger(s) of %s\n", len(triggers), sp.base)
 	}
 	cmds := append(append([]instructions.Command(nil), triggers...), sp.stage.Commands...)
 	for _, c := range cmds {
