@@ -2,7 +2,6 @@ package build
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -35,6 +34,8 @@ type run struct {
 	step    int
 	total   int
 	fresh   map[string]*entry // cache entries made by this build
+	dir     string            // this run's mount points
+	nextKey int
 }
 
 // baseImage is an image from the store used by FROM or COPY --from.
@@ -105,6 +106,13 @@ func (b *Builder) Build(ctx context.Context, opts Options) (v1.Hash, error) {
 	if r.bctx, err = openContext(opts.ContextDir, dfPath); err != nil {
 		return v1.Hash{}, err
 	}
+	b.sweep(ctx)
+	dir, end, err := b.startRun()
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	defer end()
+	r.dir = dir
 
 	// Resolve every base image first: a missing one fails the build before
 	// any step runs.
@@ -437,15 +445,17 @@ func (r *run) withSnapshot(ctx context.Context, st *stageState, fn func(rootfs s
 // mount prepares and mounts a snapshot over lowers. cleanup(false)
 // unmounts it; cleanup(true) also removes the snapshot and mount point.
 func (r *run) mount(ctx context.Context, lowers []string) (key, mnt string, cleanup func(remove bool) error, err error) {
-	key = "build-" + randomHex(8)
+	// The mount point exists before the snapshot, so a sweep finds both.
+	r.nextKey++
+	key = fmt.Sprintf("build-%s-%d", strings.TrimPrefix(filepath.Base(r.dir), "run-"), r.nextKey)
+	mnt = filepath.Join(r.dir, key)
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		return "", "", nil, err
+	}
 	mounts, err := r.b.snaps.Prepare(ctx, key, lowers)
 	if err != nil {
+		os.Remove(mnt)
 		return "", "", nil, fmt.Errorf("prepare snapshot: %w", err)
-	}
-	mnt = filepath.Join(r.b.tmp, key)
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		_ = r.b.snaps.Remove(context.WithoutCancel(ctx), key)
-		return "", "", nil, err
 	}
 	if err := snapshot.MountAll(mounts, mnt); err != nil {
 		os.Remove(mnt)
@@ -467,8 +477,3 @@ func (r *run) mount(ctx context.Context, lowers []string) (key, mnt string, clea
 	return key, mnt, cleanup, nil
 }
 
-func randomHex(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/berthdev/berth/internal/build"
 	"github.com/berthdev/berth/internal/cgroups"
@@ -24,7 +25,9 @@ import (
 // Build builds an image from a Dockerfile (see package build), stores it
 // and tags it. RUN steps run as containers on the default OCI runtime.
 func (e *Engine) Build(ctx context.Context, opts build.Options) (*image.Image, error) {
-	b, err := build.New(e.buildRoot(), e.buildStateDir(), buildImages{e.images}, buildSnapshots{e.snaps}, &buildExecutor{e: e})
+	x := &buildExecutor{e: e}
+	x.sweep(ctx)
+	b, err := build.New(e.buildRoot(), filepath.Join(e.buildStateDir(), "runs"), buildImages{e.images}, buildSnapshots{e.snaps}, x)
 	if err != nil {
 		return nil, err
 	}
@@ -37,6 +40,10 @@ func (e *Engine) Build(ctx context.Context, opts build.Options) (*image.Image, e
 
 func (e *Engine) buildRoot() string     { return filepath.Join(e.root, "build") }
 func (e *Engine) buildStateDir() string { return filepath.Join(e.stateDir, "build") }
+
+// bundlesDir holds the bundles of running build steps, one per container
+// ID, each with a lock file its step holds while it runs.
+func (e *Engine) bundlesDir() string { return filepath.Join(e.buildStateDir(), "bundles") }
 
 // buildImages is the image store as build.Images.
 type buildImages struct{ s *image.Store }
@@ -95,11 +102,19 @@ func (x *buildExecutor) Run(ctx context.Context, req build.RunRequest) (int, err
 		return 0, err
 	}
 	id = "build-" + id[:24]
-	bundle := filepath.Join(e.buildStateDir(), id)
+	bundle := filepath.Join(e.bundlesDir(), id)
 	if err := os.MkdirAll(bundle, 0o700); err != nil {
 		return 0, fmt.Errorf("run build step: %w", err)
 	}
 	defer os.RemoveAll(bundle)
+	lock, err := os.OpenFile(filepath.Join(bundle, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("run build step: %w", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return 0, fmt.Errorf("run build step: lock bundle: %w", err)
+	}
 	stdout, stderr := req.Stdout, req.Stderr
 	if stdout == nil {
 		stdout = io.Discard
@@ -158,4 +173,37 @@ func (x *buildExecutor) Run(ctx context.Context, req build.RunRequest) (int, err
 		return 0, err
 	}
 	return st.Code, nil
+}
+
+// sweep releases what build steps of killed builds left: for every bundle
+// whose lock nobody holds, the runtime's state (killing what still runs),
+// the cgroup and the bundle.
+func (x *buildExecutor) sweep(ctx context.Context) {
+	ents, err := os.ReadDir(x.e.bundlesDir())
+	if err != nil {
+		return
+	}
+	for _, ent := range ents {
+		id := ent.Name()
+		dir := filepath.Join(x.e.bundlesDir(), id)
+		if f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR, 0); err == nil {
+			held := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil
+			f.Close()
+			if held {
+				continue
+			}
+		}
+		if x.rt == nil {
+			if info, err := x.e.RuntimeInfo(ctx); err == nil {
+				if rt, err := oci.New(info.Chosen, x.e.ociRuntimeRoot()); err == nil {
+					x.rt = rt
+				}
+			}
+		}
+		if x.rt != nil {
+			_ = x.rt.Delete(ctx, id, true)
+		}
+		_ = cgroups.Remove(cgroupPath(id))
+		os.RemoveAll(dir)
+	}
 }

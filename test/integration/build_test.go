@@ -71,7 +71,7 @@ func (e *env) runOut(args ...string) string {
 func (e *env) checkNoBuildLeftovers() {
 	e.t.Helper()
 	for _, dir := range []string{
-		filepath.Join(e.stat, "build"), filepath.Join(e.root, "snapshots"),
+		filepath.Join(e.stat, "build", "runs"), filepath.Join(e.stat, "build", "bundles"), filepath.Join(e.root, "snapshots"),
 		filepath.Join(e.stat, "runc"), filepath.Join(e.root, "build", "tmp"),
 	} {
 		ents, _ := os.ReadDir(dir)
