@@ -476,4 +476,3 @@ func (r *run) mount(ctx context.Context, lowers []string) (key, mnt string, clea
 	}
 	return key, mnt, cleanup, nil
 }
-
