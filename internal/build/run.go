@@ -299,6 +299,15 @@ func (r *run) lowerDirs(ctx context.Context, st *stageState) ([]string, error) {
 // defaultPathEnv is the PATH a stage from scratch gets, as with BuildKit.
 const defaultPathEnv = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// scratchConfig is the config of an empty image for the host.
+func scratchConfig() *v1.ConfigFile {
+	os_, arch, variant := hostPlatform()
+	return &v1.ConfigFile{
+		OS: os_, Architecture: arch, Variant: variant, RootFS: v1.RootFS{Type: "layers"},
+		Config: v1.Config{Env: []string{defaultPathEnv}},
+	}
+}
+
 // buildStage runs one stage's steps.
 func (r *run) buildStage(ctx context.Context, sp *stagePlan, triggers []instructions.Command) (*stageState, error) {
 	r.step++
@@ -317,11 +326,7 @@ func (r *run) buildStage(ctx context.Context, sp *stagePlan, triggers []instruct
 		}
 		st.cfg.Config.OnBuild = nil
 	case strings.EqualFold(sp.base, "scratch"):
-		os_, arch, variant := hostPlatform()
-		st = &stageState{key: "scratch", args: newArgScope(), cfg: &v1.ConfigFile{
-			OS: os_, Architecture: arch, Variant: variant, RootFS: v1.RootFS{Type: "layers"},
-			Config: v1.Config{Env: []string{defaultPathEnv}},
-		}}
+		st = &stageState{key: "scratch", args: newArgScope(), cfg: scratchConfig()}
 	default:
 		base, err := r.resolveImage(ctx, sp.base)
 		if err != nil {
