@@ -29,7 +29,9 @@ var bg = context.Background()
 // images is the real image store as build.Images.
 type images struct{ s *image.Store }
 
-func (i images) Image(ctx context.Context, ref string) (v1.Image, error) { return i.s.V1Image(ctx, ref) }
+func (i images) Image(ctx context.Context, ref string) (v1.Image, error) {
+	return i.s.V1Image(ctx, ref)
+}
 func (i images) LayerDirs(ctx context.Context, id v1.Hash) ([]string, error) {
 	img, err := i.s.Get(ctx, id.String())
 	if err != nil {

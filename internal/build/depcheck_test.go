@@ -15,13 +15,13 @@ func TestImports(t *testing.T) {
 	allowed := map[string]bool{
 		"github.com/berthdev/berth/internal/errdefs":  true,
 		"github.com/berthdev/berth/internal/snapshot": true,
-		"github.com/cyphar/filepath-securejoin":        true,
-		"github.com/klauspost/compress/gzip":           true,
-		"github.com/klauspost/compress/zstd":           true,
-		"github.com/moby/patternmatcher":               true,
-		"github.com/moby/patternmatcher/ignorefile":    true,
-		"go.etcd.io/bbolt":                             true,
-		"golang.org/x/sys/unix":                        true,
+		"github.com/cyphar/filepath-securejoin":       true,
+		"github.com/klauspost/compress/gzip":          true,
+		"github.com/klauspost/compress/zstd":          true,
+		"github.com/moby/patternmatcher":              true,
+		"github.com/moby/patternmatcher/ignorefile":   true,
+		"go.etcd.io/bbolt":                            true,
+		"golang.org/x/sys/unix":                       true,
 	}
 	allowedPrefixes := []string{
 		"github.com/google/go-containerregistry/pkg/v1",
