@@ -10,6 +10,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/berthdev/berth/internal/build"
@@ -122,15 +123,27 @@ func (x *buildExecutor) Run(ctx context.Context, req build.RunRequest) (int, err
 	if stderr == nil {
 		stderr = stdout
 	}
-	s, err := spec.Generate(ctx,
+	opts := []spec.Opt{
 		spec.WithRootfs(req.Rootfs, false),
 		spec.WithProcessArgs(req.Args...),
 		spec.WithEnv(req.Env),
 		spec.WithCwd(req.Cwd),
 		spec.WithUser(req.Rootfs, req.User),
-		spec.WithHostname("buildkitsandbox"),
+		spec.WithHostname(id),
 		spec.WithCgroupsPath(cgroupPath(id)),
-	)
+	}
+	// An image's /etc/hosts is replaced for the step, as in Docker, so
+	// localhost resolves; the step's own changes to it are not kept. A
+	// missing one is not created: the layer would get an empty file.
+	if fi, err := os.Lstat(filepath.Join(req.Rootfs, "etc", "hosts")); err == nil && fi.Mode().IsRegular() {
+		hosts := filepath.Join(bundle, "hosts")
+		data := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + id + "\n"
+		if err := os.WriteFile(hosts, []byte(data), 0o644); err != nil {
+			return 0, fmt.Errorf("run build step: %w", err)
+		}
+		opts = append(opts, spec.WithMounts([]specs.Mount{{Destination: "/etc/hosts", Type: "bind", Source: hosts, Options: []string{"rbind", "rprivate"}}}))
+	}
+	s, err := spec.Generate(ctx, opts...)
 	if err != nil {
 		return 0, err
 	}
