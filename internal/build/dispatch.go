@@ -45,6 +45,19 @@ func (r *run) dispatch(ctx context.Context, sp *stagePlan, st *stageState, c ins
 			return err
 		}
 	}
+	if ex, ok := c.(instructions.SupportsSingleWordExpansionRaw); ok {
+		// Heredoc contents: variables expand, quotes stay as written.
+		env := st.env()
+		lex := shell.NewLex('\\')
+		lex.SkipProcessQuotes = true
+		err := ex.ExpandRaw(func(word string) (string, error) {
+			s, _, err := lex.ProcessWord(word, env)
+			return s, err
+		})
+		if err != nil {
+			return err
+		}
+	}
 	switch c := c.(type) {
 	case *instructions.ArgCommand:
 		for _, kv := range c.Args {

@@ -499,3 +499,25 @@ func TestBuildOCIValid(t *testing.T) {
 		t.Errorf("podman run = %q", out)
 	}
 }
+
+// TestBuildStdinHeredocChmod reads the Dockerfile from stdin and uses
+// heredocs and COPY --chmod.
+func TestBuildStdinHeredocChmod(t *testing.T) {
+	e := newEnv(t)
+	e.importBusybox("busybox")
+	ctx := writeContext(t, map[string]string{"tool.sh": "#!/bin/sh\necho tool\n"})
+	df := "FROM busybox\nENV WHO=world\nCOPY --chmod=750 tool.sh /usr/local/bin/\n" +
+		"COPY <<EOF /etc/motd\nhello \"$WHO\"\nEOF\n" +
+		"RUN <<EOF\nset -e\nstat -c %a /usr/local/bin/tool.sh > /mode\nEOF\n" +
+		"CMD [\"sh\", \"-c\", \"tool.sh; cat /mode /etc/motd\"]\n"
+	out, err := e.berthIn(strings.NewReader(df), "build", "-q", "-f", "-", "-t", "heredoc", ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "STEP") {
+		t.Errorf("-q printed progress: %q", out)
+	}
+	if got := e.runOut("heredoc"); got != "tool\n750\nhello \"world\"" {
+		t.Errorf("run heredoc = %q", got)
+	}
+}
