@@ -25,6 +25,7 @@ func TestImports(t *testing.T) {
 	}
 	allowedPrefixes := []string{
 		"github.com/google/go-containerregistry/pkg/v1",
+		"github.com/google/go-containerregistry/pkg/name",
 		"github.com/moby/buildkit/frontend/dockerfile/",
 	}
 	files, err := filepath.Glob("*.go")

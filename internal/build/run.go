@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
@@ -73,6 +74,11 @@ func (b *Builder) Build(ctx context.Context, opts Options) (v1.Hash, error) {
 	}
 	if err := checkPlatform(opts.Platform); err != nil {
 		return v1.Hash{}, err
+	}
+	for _, t := range opts.Tags {
+		if _, err := name.NewTag(t); err != nil {
+			return v1.Hash{}, fmt.Errorf("tag %q: %w: %w", t, err, errdefs.ErrInvalidArgument)
+		}
 	}
 	if opts.ContextDir == "" {
 		return v1.Hash{}, fmt.Errorf("build: no context directory: %w", errdefs.ErrInvalidArgument)
