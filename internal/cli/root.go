@@ -61,7 +61,7 @@ func Main(ctx context.Context, args []string) int {
 		runCmd(g), createCmd(g), startCmd(g), stopCmd(g), killCmd(g), restartCmd(g), rmCmd(g),
 		psCmd(g), logsCmd(g), execCmd(g), waitCmd(g), inspectCmd(g), topCmd(g), statsCmd(g),
 		containerCmd(g), imageCmd(g), imagesCmd(g), loadCmd(g), saveCmd(g), importCmd(g), tagCmd(g), rmiCmd(g),
-		systemCmd(g), infoCmd(g), monitorCmd(g),
+		systemCmd(g), infoCmd(g), monitorCmd(g), buildCmd(g),
 		pullCmd(g), pushCmd(g), loginCmd(g), logoutCmd(g), registryCmd(g),
 	)
 	root.SetArgs(args)
