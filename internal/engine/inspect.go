@@ -140,6 +140,7 @@ func (e *Engine) SystemPrune(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return removed, err
 	}
+	(&buildExecutor{e: e}).sweep(ctx) // steps of killed builds
 	cs, err := e.db.List(ctx)
 	if err != nil {
 		return removed, err
