@@ -46,7 +46,7 @@ func (r *Runtime) probeAccel(ctx context.Context, cfg VMConfig) (accel, reason s
 	}
 	f.Close()
 	h := sha256.New()
-	for _, p := range []string{cfg.QEMU, cfg.Kernel, cfg.Initrd} {
+	for _, p := range []string{cfg.QEMU, cfg.Kernel} { // KVM does not depend on the agent
 		st, err := os.Stat(p)
 		if err != nil {
 			return "tcg", err.Error()

@@ -105,7 +105,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 var applets = []string{"sh", "echo", "cat", "sleep", "id", "pwd", "env", "uname", "ls", "head", "tail",
-	"true", "false", "sort", "hostname", "test", "printf", "kill", "wc", "grep", "mkdir", "rm", "dd", "sync"}
+	"true", "false", "sort", "hostname", "test", "printf", "kill", "wc", "grep", "mkdir", "rm", "dd", "sync", "stty", "tty"}
 
 // makeRootfs makes a busybox root filesystem in dir.
 func makeRootfs(t *testing.T, dir string) {

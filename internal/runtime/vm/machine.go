@@ -164,7 +164,7 @@ func (m *Machine) selectAccel(ctx context.Context) error {
 }
 
 func (m *Machine) startVirtiofsd(ctx context.Context) error {
-	log, err := os.OpenFile(m.path(qemuLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	log, err := os.OpenFile(m.path(virtiofsdLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("vm %s: %w", m.ID, err)
 	}
@@ -189,13 +189,13 @@ func (m *Machine) startVirtiofsd(ctx context.Context) error {
 		}
 		select {
 		case <-exited:
-			return m.failure("virtiofsd exited before listening")
+			return m.failure("virtiofsd exited before listening: %s", tail(m.path(virtiofsdLog), 5))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return m.failure("virtiofsd did not listen within 5s")
+			return m.failure("virtiofsd did not listen within 5s: %s", tail(m.path(virtiofsdLog), 5))
 		}
 	}
 }

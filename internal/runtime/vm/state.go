@@ -23,6 +23,7 @@ const (
 	ctlSocket      = "ctl.sock"
 	consoleLog     = "console.log"
 	qemuLog        = "qemu.log"
+	virtiofsdLog   = "virtiofsd.log"
 )
 
 // procRef names a host process by PID and start time, so a recycled PID is
