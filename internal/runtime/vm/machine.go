@@ -381,9 +381,12 @@ func (m *Machine) vmGone() {
 		}
 	}
 	m.mu.Lock()
-	procs := make([]*process, 0, len(m.procs))
+	procs := make([]*process, 0, len(m.procs)+1)
 	for _, p := range m.procs {
 		procs = append(procs, p)
+	}
+	if m.init != nil && m.procs[m.init.id] == nil && !m.init.exited() {
+		procs = append(procs, m.init) // never started
 	}
 	sig := m.killSignal
 	m.mu.Unlock()

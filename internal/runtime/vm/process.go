@@ -87,7 +87,11 @@ func (p *process) exited() bool {
 }
 
 // Signal delivers sig to the guest process.
+// For init it is Runtime.Kill: before Start, a signal ends the VM.
 func (p *process) Signal(ctx context.Context, sig syscall.Signal) error {
+	if p == p.m.init {
+		return p.m.kill(sig, false)
+	}
 	return p.signal(sig, false)
 }
 
