@@ -268,4 +268,3 @@ func TestPodman(t *testing.T) {
 		t.Errorf("left running:\n%s", strings.Join(l, "\n"))
 	}
 }
-
