@@ -233,7 +233,10 @@ func (m *Machine) kill(sig syscall.Signal, all bool) error {
 	case st == runtime.StatusStopped:
 		return fmt.Errorf("kill vm %s: not running: %w", m.ID, errdefs.ErrConflict)
 	case st == runtime.StatusCreated && sig != 0:
-		m.stop(sig)
+		// Asynchronous, like any signal: the caller (maybe over the
+		// control socket of a holder that exits with init) gets its reply
+		// first; Wait reports 128+sig.
+		go m.stop(sig)
 		return nil
 	case sig == 0:
 		return nil

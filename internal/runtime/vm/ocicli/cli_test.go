@@ -268,3 +268,89 @@ func TestPodman(t *testing.T) {
 		t.Errorf("left running:\n%s", strings.Join(l, "\n"))
 	}
 }
+
+// TestCLIUnhappyEnds: a signal before start ends the VM with 128+N; a
+// SIGKILLed holder takes QEMU with it and delete still cleans up.
+func TestCLIUnhappyEnds(t *testing.T) {
+	requiresVM(t)
+	bin := buildCLI(t)
+	root, err := os.MkdirTemp("", "bvmcli-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(root)
+	bundle := t.TempDir()
+	makeRootfs(t, filepath.Join(bundle, "rootfs"), "sleep")
+	b, _ := json.Marshal(specs.Spec{Version: specs.Version, Root: &specs.Root{Path: "rootfs"},
+		Process: &specs.Process{Args: []string{"sleep", "100"}, Env: []string{"PATH=/bin"}, Cwd: "/"}})
+	os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o644)
+	berth := func(args ...string) *exec.Cmd {
+		return exec.Command(bin, append([]string{"--root", root, "--kernel-dir", kernelDir(), "--cache-dir", cacheDir(), "--accel", "tcg"}, args...)...)
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	create := func(id string) int {
+		t.Helper()
+		pidFile := filepath.Join(t.TempDir(), "pid")
+		// A file, not a pipe, for create's output: the holder keeps it.
+		out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer out.Close()
+		cmd := berth("create", "--bundle", bundle, "--pid-file", pidFile, id)
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Run(); err != nil {
+			b, _ := os.ReadFile(out.Name())
+			t.Fatalf("create %s: %v\n%s", id, err, b)
+		}
+		pb, _ := os.ReadFile(pidFile)
+		var pid int
+		fmt.Sscan(string(pb), &pid)
+		return pid
+	}
+	marker := fmt.Sprintf("cliend%d", os.Getpid())
+	t.Cleanup(func() {
+		if l := leftovers(marker); len(l) > 0 {
+			t.Errorf("left running:\n%s", strings.Join(l, "\n"))
+		}
+	})
+
+	id := marker + "-kill"
+	holder := create(id)
+	if out, err := berth("kill", id, "KILL").CombinedOutput(); err != nil {
+		t.Fatalf("kill before start: %v\n%s", err, out)
+	}
+	var ws syscall.WaitStatus
+	syscall.Wait4(holder, &ws, 0, nil)
+	if ws.ExitStatus() != 137 {
+		t.Errorf("holder after kill before start = %v, want 137", ws)
+	}
+	if out, err := berth("delete", id).CombinedOutput(); err != nil {
+		t.Errorf("delete: %v\n%s", err, out)
+	}
+
+	id = marker + "-orphan"
+	holder = create(id)
+	syscall.Kill(holder, syscall.SIGKILL)
+	syscall.Wait4(holder, &ws, 0, nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(leftovers(id)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if l := leftovers(id); len(l) > 0 {
+		t.Errorf("QEMU/virtiofsd outlived their holder:\n%s", strings.Join(l, "\n"))
+	}
+	out, _ := berth("state", id).Output()
+	if !strings.Contains(string(out), `"stopped"`) {
+		t.Errorf("state after the holder died: %s", out)
+	}
+	if out, err := berth("delete", id).CombinedOutput(); err != nil {
+		t.Errorf("delete after the holder died: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(root, id)); !os.IsNotExist(err) {
+		t.Errorf("state dir left: %v", err)
+	}
+}
