@@ -135,14 +135,13 @@ var mountFlags = map[string]struct {
 	"strictatime": {false, unix.MS_STRICTATIME}, "nodiratime": {false, unix.MS_NODIRATIME},
 }
 
-// mount mounts a kernel filesystem; bind mounts of host paths cannot work
-// in a VM and are refused.
-func mount(m agentproto.Mount) error {
-	var flags uintptr
-	var data []string
+// mountArgs turns OCI mount options into mount(2) flags and data; bind
+// mounts of host paths cannot work in a VM and are refused.
+func mountArgs(m agentproto.Mount) (typ string, flags uintptr, data string, err error) {
+	var rest []string
 	for _, o := range m.Options {
 		if o == "bind" || o == "rbind" {
-			return errors.New("bind mounts of host paths are not supported in a microVM")
+			return "", 0, "", errors.New("bind mounts of host paths are not supported in a microVM")
 		}
 		if f, ok := mountFlags[o]; ok {
 			if f.clear {
@@ -152,22 +151,32 @@ func mount(m agentproto.Mount) error {
 			}
 			continue
 		}
-		if strings.Contains(o, "propagation") || o == "private" || o == "rprivate" || o == "shared" || o == "rshared" || o == "slave" || o == "rslave" {
+		switch o {
+		case "private", "rprivate", "shared", "rshared", "slave", "rslave", "unbindable", "runbindable":
 			continue
 		}
-		data = append(data, o)
+		rest = append(rest, o)
 	}
-	typ := m.Type
+	typ = m.Type
 	switch typ {
 	case "bind", "":
-		return errors.New("bind mounts of host paths are not supported in a microVM")
+		return "", 0, "", errors.New("bind mounts of host paths are not supported in a microVM")
 	case "cgroup":
 		typ = "cgroup2"
+	}
+	return typ, flags, strings.Join(rest, ","), nil
+}
+
+// mount mounts a kernel filesystem inside the guest.
+func mount(m agentproto.Mount) error {
+	typ, flags, data, err := mountArgs(m)
+	if err != nil {
+		return err
 	}
 	if err := os.MkdirAll(m.Destination, 0o755); err != nil {
 		return fmt.Errorf("mount %s on %s: %w", typ, m.Destination, err)
 	}
-	if err := unix.Mount(m.Source, m.Destination, typ, flags, strings.Join(data, ",")); err != nil {
+	if err := unix.Mount(m.Source, m.Destination, typ, flags, data); err != nil {
 		return fmt.Errorf("mount %s on %s: %w", typ, m.Destination, err)
 	}
 	return nil
