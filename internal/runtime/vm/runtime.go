@@ -279,10 +279,7 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 		}
 		m.stop(syscall.SIGKILL)
 		r.forget(id)
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("delete vm %s: %w", id, err)
-		}
-		return nil
+		return removeStateDir(dir, id)
 	}
 	st, err := readState(dir, id)
 	if errdefs.IsNotFound(err) {
@@ -314,8 +311,18 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return fmt.Errorf("delete vm %s: %w", id, err)
+	return removeStateDir(dir, id)
+}
+
+// removeStateDir removes dir, retrying while an owner that is winding down
+// may still write its last state into it.
+func removeStateDir(dir, id string) error {
+	var err error
+	for i := 0; i < 50; i++ {
+		if err = os.RemoveAll(dir); err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return nil
+	return fmt.Errorf("delete vm %s: %w", id, err)
 }
