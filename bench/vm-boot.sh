@@ -41,12 +41,13 @@ bundle '["true"]'
 run1 warm >/dev/null # builds the initramfs, probes KVM once
 accel=$(awk '{print $1}' "$cache"/accel-* 2>/dev/null || echo tcg)
 initrd=$(ls -t "$cache"/initramfs-*.cpio | head -n1)
+kernel="$kdir/vmlinux"; [ -f "$kernel" ] || kernel="$kdir/vmlinuz" # what the backend boots
 khz=$(awk -F: '/cpu MHz/{printf "%d", $2*1000; exit}' /proc/cpuinfo)
 
 floor=$(for i in $(seq "$runs"); do
 	t0=$(now)
 	timeout 30 qemu-system-x86_64 -M microvm -accel "$accel" -m 256 -nodefaults -no-user-config -display none -no-reboot \
-		-serial none -kernel "$kdir/vmlinuz" -initrd "$initrd" \
+		-serial none -kernel "$kernel" -initrd "$initrd" \
 		-append "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=$khz berth.probe" \
 		-device virtio-serial-device,id=vs0 -chardev socket,id=a,path="$work/probe.sock",server=on,wait=off \
 		-device virtserialport,chardev=a,name=org.berth.agent,bus=vs0.0 -global virtio-mmio.force-legacy=false
@@ -65,7 +66,7 @@ bvm kill idle KILL
 until bvm state idle | grep -q '"stopped"'; do sleep 0.05; done
 bvm delete idle
 
-echo "accel=$accel runs=$runs (medians)"
+echo "accel=$accel kernel=$(basename "$kernel") runs=$runs (medians)"
 echo "floor (QEMU+kernel+initramfs, agent probe, poweroff): ${floor} s"
 echo "berth-vm create+start+exit+delete of /bin/true:       ${true_s} s"
 echo "QEMU RSS, idle guest (-m 256):                         ${rss} MiB"

@@ -3,6 +3,8 @@
 # microVMs need under DESTDIR, without installing a kernel on the host.
 #
 #   DESTDIR/vmlinuz        the kernel image
+#   DESTDIR/vmlinux        the same, uncompressed (when lz4/unlz4 is there): QEMU
+#                          boots it through PVH, ~0.5 s faster under TCG
 #   DESTDIR/modules/*.ko   virtio transports and devices, fuse/virtiofs, overlay, ext4
 #   DESTDIR/version        the kernel release (e.g. 6.1.0-56-cloud-amd64)
 #
@@ -31,6 +33,7 @@ if [ -f "$dest/version" ] && [ "$(cat "$dest/version")" = "$ver" ] && [ -f "$des
 fi
 
 tmp=$(mktemp -d)
+chmod 755 "$tmp"; chown _apt "$tmp" 2>/dev/null || true # apt-get download runs as _apt
 trap 'rm -rf "$tmp"' EXIT
 (cd "$tmp" && apt-get download -qq "$pkg")
 dpkg-deb -x "$tmp"/*.deb "$tmp/x"
@@ -61,6 +64,25 @@ done
 cp "$kernel" "$stage/vmlinuz"
 echo "$ver" >"$stage/version"
 
+# extract_vmlinux VMLINUZ OUT: find the compressed payload (Debian's cloud
+# kernel uses LZ4) and unpack it; keep it only if it is an ELF file.
+extract_vmlinux() {
+	local magic tool pos
+	for pair in $'\x02\x21\x4c\x18:unlz4 -c' $'\x28\xb5\x2f\xfd:zstd -dqc' $'\xfd7zXZ\x00:xz -dc' $'\x1f\x8b\x08:gzip -dc'; do
+		magic=${pair%%:*} tool=${pair#*:}
+		command -v "${tool%% *}" >/dev/null || continue
+		for pos in $(LC_ALL=C grep -abo "$magic" "$1" 2>/dev/null | cut -d: -f1 | head -n 5); do
+			tail -c +$((pos + 1)) "$1" | $tool >"$2" 2>/dev/null || true
+			if [ "$(head -c 4 "$2" | od -An -tx1 | tr -d ' ')" = 7f454c46 ]; then
+				return 0
+			fi
+		done
+	done
+	rm -f "$2"
+	return 1
+}
+extract_vmlinux "$stage/vmlinuz" "$stage/vmlinux" || echo "fetch-kernel: no uncompressed vmlinux (install lz4 for faster boots)" >&2
+
 mkdir -p "$dest"
 rm -rf "$dest/modules.new"
 mv "$stage/modules" "$dest/modules.new"
@@ -68,5 +90,6 @@ cp "$stage/vmlinuz" "$dest/vmlinuz.new"
 rm -rf "$dest/modules"
 mv "$dest/modules.new" "$dest/modules"
 mv "$dest/vmlinuz.new" "$dest/vmlinuz"
+if [ -f "$stage/vmlinux" ]; then mv "$stage/vmlinux" "$dest/vmlinux"; else rm -f "$dest/vmlinux"; fi
 mv "$stage/version" "$dest/version"
 echo "fetch-kernel: $ver into $dest ($(ls "$dest/modules" | wc -l) modules)"

@@ -91,7 +91,12 @@ func (m *Machine) validateHost(ctx context.Context) error {
 		return missing("virtiofsd", o.virtiofsd, "install the Debian package qemu-system-common")
 	}
 	m.Config.Virtiofsd = o.virtiofsd
-	kernel := filepath.Join(o.kernelDir, "vmlinuz")
+	// The uncompressed vmlinux (booted through PVH) saves the guest's
+	// decompression, ~0.5 s under TCG; vmlinuz works everywhere.
+	kernel := filepath.Join(o.kernelDir, "vmlinux")
+	if _, err := os.Stat(kernel); err != nil {
+		kernel = filepath.Join(o.kernelDir, "vmlinuz")
+	}
 	if _, err := os.Stat(kernel); err != nil {
 		return missing("guest kernel", kernel, "run hack/fetch-kernel.sh "+o.kernelDir+"; it unpacks the Debian package linux-image-cloud-amd64")
 	}
