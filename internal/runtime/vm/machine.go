@@ -135,7 +135,13 @@ func (m *Machine) createStateDir(ctx context.Context) error {
 	return m.saveState()
 }
 
-func (m *Machine) saveState() error { return writeState(m.dir, m.state) }
+// saveState writes a snapshot of m.state; callers must not hold m.mu.
+func (m *Machine) saveState() error {
+	m.mu.Lock()
+	st := m.state
+	m.mu.Unlock()
+	return writeState(m.dir, st)
+}
 
 // guestModules are the modules the agent loads: the virtio transport of the
 // machine type, the console (virtio-serial) driver and virtio-fs.
@@ -183,7 +189,9 @@ func (m *Machine) startVirtiofsd(ctx context.Context) error {
 	m.vfsd = cmd
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
+	m.mu.Lock()
 	m.state.Virtiofsd = refOf(cmd.Process.Pid)
+	m.mu.Unlock()
 	if err := m.saveState(); err != nil {
 		return err
 	}
@@ -223,7 +231,9 @@ func (m *Machine) startQEMU(ctx context.Context) error {
 	m.qemu = cmd
 	m.qemuExited = make(chan struct{})
 	go func() { _ = cmd.Wait(); close(m.qemuExited) }()
+	m.mu.Lock()
 	m.state.QEMU = refOf(cmd.Process.Pid)
+	m.mu.Unlock()
 	return m.saveState()
 }
 

@@ -158,7 +158,8 @@ func TestCLI(t *testing.T) {
 	errW.Close()
 	done := make(chan struct{})
 	go func() { stdout.ReadFrom(outR); close(done) }()
-	go func() { stderr.ReadFrom(errR) }()
+	errDone := make(chan struct{})
+	go func() { stderr.ReadFrom(errR); close(errDone) }()
 	pb, err := os.ReadFile(pidFile)
 	if err != nil {
 		t.Fatal(err)
@@ -201,6 +202,7 @@ func TestCLI(t *testing.T) {
 		t.Errorf("holder exit = %v, want the workload's 42", ws)
 	}
 	<-done
+	<-errDone
 	if stdout.String() != "got:hi\n" || stderr.String() != "oops\n" {
 		t.Errorf("workload stdout %q, stderr %q", stdout.String(), stderr.String())
 	}
