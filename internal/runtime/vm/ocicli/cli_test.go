@@ -106,7 +106,7 @@ func TestCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(root)
+	t.Cleanup(func() { os.RemoveAll(root) }) // after the deletes below: cleanups run last-in first-out
 	bundle := t.TempDir()
 	makeRootfs(t, filepath.Join(bundle, "rootfs"), "sh", "echo", "cat", "sleep")
 	spec := specs.Spec{
@@ -280,7 +280,7 @@ func TestCLIUnhappyEnds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(root)
+	t.Cleanup(func() { os.RemoveAll(root) }) // after the deletes below: cleanups run last-in first-out
 	bundle := t.TempDir()
 	makeRootfs(t, filepath.Join(bundle, "rootfs"), "sleep")
 	b, _ := json.Marshal(specs.Spec{Version: specs.Version, Root: &specs.Root{Path: "rootfs"},
@@ -315,6 +315,8 @@ func TestCLIUnhappyEnds(t *testing.T) {
 	}
 	marker := fmt.Sprintf("cliend%d", os.Getpid())
 	t.Cleanup(func() {
+		berth("delete", "--force", marker+"-kill").Run()
+		berth("delete", "--force", marker+"-orphan").Run()
 		if l := leftovers(marker); len(l) > 0 {
 			t.Errorf("left running:\n%s", strings.Join(l, "\n"))
 		}
