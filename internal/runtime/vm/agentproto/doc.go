@@ -36,4 +36,13 @@
 //
 // The guest opens the port once read-write and reopens it after EOF (EOF is
 // what a read returns while no host side is connected).
+//
+// # Control socket
+//
+// Only the process that created a VM holds its port. Others reach the VM
+// through that owner's ctl.sock (package vm): the same framing, a request
+// frame (type 100, JSON {op: start|kill|exec, …}) answered by a reply frame
+// (type 101, JSON {error, class}); after an exec's reply the connection
+// carries that process's Stdin/StdinClose/Signal/Resize and
+// Stdout/Stderr/Exit frames with id 1.
 package agentproto
