@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -188,7 +189,7 @@ func dialControl(ctx context.Context, dir, id string) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", dir+"/"+ctlSocket)
+	c, err := d.DialContext(ctx, "unix", filepath.Join(dir, ctlSocket))
 	if err != nil {
 		return nil, fmt.Errorf("vm %s: no owner to talk to (%v): %w", id, err, errdefs.ErrConflict)
 	}

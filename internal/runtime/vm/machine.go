@@ -36,11 +36,12 @@ type Machine struct {
 	// Handlers are the boot steps Create runs.
 	Handlers Handlers
 
-	rt     *Runtime
-	dir    string
-	bundle string
-	spec   *specs.Spec
-	stdio  runtime.IO
+	rt      *Runtime
+	dir     string
+	madeDir bool // the state directory is ours to remove on a failed boot
+	bundle  string
+	spec    *specs.Spec
+	stdio   runtime.IO
 
 	bootCtx    context.Context
 	bootCancel context.CancelFunc
@@ -131,6 +132,7 @@ func (m *Machine) createStateDir(ctx context.Context) error {
 		}
 		return fmt.Errorf("create vm %s: %w", m.ID, err)
 	}
+	m.madeDir = true
 	m.state = stateFile{ID: m.ID, Bundle: m.bundle, Status: runtime.StatusUnknown, Created: time.Now().UTC(), Owner: refOf(os.Getpid())}
 	return m.saveState()
 }

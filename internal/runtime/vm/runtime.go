@@ -111,7 +111,7 @@ func (r *Runtime) Create(ctx context.Context, id, bundle string, stdio runtime.I
 	}
 	if err := m.Handlers.Boot.Run(ctx, m); err != nil {
 		m.stop(syscall.SIGKILL)
-		if m.state.Owner.Pid != 0 { // we made the state directory
+		if m.madeDir {
 			os.RemoveAll(dir)
 		}
 		r.forget(id)

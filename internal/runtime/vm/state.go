@@ -33,26 +33,24 @@ type procRef struct {
 	Start uint64 `json:"start,omitempty"`
 }
 
-// startTime reads field 22 of /proc/PID/stat.
-func startTime(pid int) (uint64, error) {
+// procStat reads a process's state letter and start time (fields 3 and 22
+// of /proc/PID/stat).
+func procStat(pid int) (state string, start uint64, err error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
 	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	if len(f) < 20 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+		return "", 0, fmt.Errorf("parse /proc/%d/stat", pid)
 	}
-	return strconv.ParseUint(f[19], 10, 64)
+	start, err = strconv.ParseUint(f[19], 10, 64)
+	return f[0], start, err
 }
 
 func refOf(pid int) procRef {
-	st, _ := startTime(pid)
+	_, st, _ := procStat(pid)
 	return procRef{Pid: pid, Start: st}
 }
 
@@ -61,17 +59,8 @@ func (r procRef) alive() bool {
 	if r.Pid <= 0 {
 		return false
 	}
-	st, err := startTime(r.Pid)
-	if err != nil || st != r.Start {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.Pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+	state, start, err := procStat(r.Pid)
+	return err == nil && start == r.Start && state != "Z" && state != "X"
 }
 
 func (r procRef) signal(sig syscall.Signal) {
