@@ -67,7 +67,7 @@ func (a *agent) start(id uint32, spec agentproto.Process) {
 	}
 	closeChild := func() {
 		for _, f := range child {
-			f.Close()
+			f.Close() // a terminal's one pts is closed once; later Closes are no-ops
 		}
 	}
 	errR, errW, err := os.Pipe()
@@ -135,10 +135,7 @@ func (p *proc) openStdio(a *agent, spec agentproto.Process) ([3]*os.File, error)
 		if spec.Stdin {
 			p.stdin = newQueue()
 		}
-		// Three handles on one pts so closeChild can close each once.
-		child[0] = pts
-		child[1], _ = dupFile(pts)
-		child[2], _ = dupFile(pts)
+		child = [3]*os.File{pts, pts, pts}
 		return child, nil
 	}
 	var err error
@@ -162,15 +159,6 @@ func (p *proc) openStdio(a *agent, spec agentproto.Process) ([3]*os.File, error)
 		p.parents = append(p.parents, r)
 	}
 	return child, nil
-}
-
-func dupFile(f *os.File) (*os.File, error) {
-	fd, err := syscall.Dup(int(f.Fd()))
-	if err != nil {
-		return nil, err
-	}
-	syscall.CloseOnExec(fd)
-	return os.NewFile(uintptr(fd), f.Name()), nil
 }
 
 func (p *proc) stdinWriter() io.WriteCloser {
