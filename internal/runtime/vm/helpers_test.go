@@ -26,6 +26,14 @@ var (
 	agentErr  error
 )
 
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if agentBin != "" {
+		os.RemoveAll(filepath.Dir(agentBin))
+	}
+	os.Exit(code)
+}
+
 func testKernelDir() string {
 	if d := os.Getenv("BERTH_KERNEL_DIR"); d != "" {
 		return d
@@ -52,8 +60,7 @@ func requiresVM(t *testing.T) {
 	}
 }
 
-// buildBinaries builds berth-agent (static) and, with more names, other
-// commands into one directory; once per test binary.
+// testAgent builds berth-agent (static) once per test binary.
 func testAgent(t *testing.T) string {
 	t.Helper()
 	agentOnce.Do(func() {
