@@ -1,0 +1,48 @@
+// Package agentproto is the wire protocol between berth's microVM backend on
+// the host and berth-agent, the guest's PID 1, spoken over one virtio-serial
+// port (and, unchanged, over the backend's per-VM control socket).
+//
+// # Framing
+//
+// Every message is a frame:
+//
+//	+--------+-----------------+-----------------+-------------+
+//	| type   | id (uint32, BE) | len (uint32, BE)| payload     |
+//	| 1 byte | 4 bytes         | 4 bytes         | len bytes   |
+//	+--------+-----------------+-----------------+-------------+
+//
+// id names a process inside the guest: 1 is the workload's init, the host
+// picks fresh ids for execs, and 0 addresses the agent itself. Payloads are
+// raw bytes for stream data and JSON for control messages. A payload is at
+// most MaxPayload bytes.
+//
+// # Conversation
+//
+//	host                                   agent
+//	 Setup{hostname, root tag, mounts…} ──▶     (id 0)
+//	                                   ◀── Ready{kernel release} or Error (id 0)
+//	 Start{args, env, cwd, uid…}       ──▶     (id N)
+//	                                   ◀── Started{pid} or Error           (id N)
+//	 Stdin data / StdinClose           ──▶     (id N)
+//	 Signal{signal, all} / Resize{w,h} ──▶     (id N)
+//	                                   ◀── Stdout / Stderr data           (id N)
+//	                                   ◀── Exit{code, signal}             (id N)
+//	 ExitAck                           ──▶     (id N)
+//
+// The agent sends Exit only after the process's output has been drained, so
+// data frames for a process always precede its Exit. When init (id 1) exits,
+// the agent kills every other process, reports their exits, waits for the
+// ExitAck of init (or a few seconds) and powers the VM off.
+//
+// The guest opens the port once read-write and reopens it after EOF (EOF is
+// what a read returns while no host side is connected).
+//
+// # Control socket
+//
+// Only the process that created a VM holds its port. Others reach the VM
+// through that owner's ctl.sock (package vm): the same framing, a request
+// frame (type 100, JSON {op: start|kill|exec, …}) answered by a reply frame
+// (type 101, JSON {error, class}); after an exec's reply the connection
+// carries that process's Stdin/StdinClose/Signal/Resize and
+// Stdout/Stderr/Exit frames with id 1.
+package agentproto
