@@ -166,7 +166,7 @@ func runCmd(g *globals) *cobra.Command {
 			if err := ensureImage(cmd, e, args[0], f.pull); err != nil {
 				return withCode(125, err)
 			}
-			c, err := e.Create(ctx, engine.CreateOptions{Name: f.name, Config: cfg})
+			c, err := e.Create(ctx, engine.CreateOptions{Name: f.name, Config: cfg, Notice: cmd.ErrOrStderr()})
 			if err != nil {
 				return withCode(125, err)
 			}
@@ -263,7 +263,7 @@ func createCmd(g *globals) *cobra.Command {
 			if err := ensureImage(cmd, e, args[0], f.pull); err != nil {
 				return withCode(125, err)
 			}
-			c, err := e.Create(ctx, engine.CreateOptions{Name: f.name, Config: cfg})
+			c, err := e.Create(ctx, engine.CreateOptions{Name: f.name, Config: cfg, Notice: cmd.ErrOrStderr()})
 			if err != nil {
 				return withCode(125, err)
 			}

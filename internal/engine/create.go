@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/berthdev/berth/internal/engine/state"
@@ -19,6 +21,9 @@ var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 type CreateOptions struct {
 	Name   string
 	Config state.Config
+	// Notice receives one-line notices (a microVM falling back to TCG);
+	// nil drops them.
+	Notice io.Writer
 }
 
 // Create records a new workload from an image in the store and prepares its
@@ -33,6 +38,18 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*state.Contain
 	}
 	if err := validateConfig(&cfg); err != nil {
 		return nil, err
+	}
+	if cfg.Isolation == state.IsolationVM {
+		// Resolve the accelerator here, in the user's command, so that a
+		// missing QEMU or kernel fails at create and the TCG notice is seen.
+		accel, reason, err := e.VMAccelerator(ctx, cfg.Kernel, cfg.Accel)
+		if err != nil {
+			return nil, err
+		}
+		if accel == "tcg" && cfg.Accel == "" && e.cfg.Accel == "" && opts.Notice != nil {
+			fmt.Fprintf(opts.Notice, "berth: KVM unusable (%s); running the microVM under TCG software emulation\n", firstLineOf(reason))
+		}
+		cfg.Accel = accel
 	}
 	rt, err := e.resolveRuntime(ctx, &cfg)
 	if err != nil {
@@ -90,6 +107,11 @@ func validateConfig(cfg *state.Config) error {
 	default:
 		return fmt.Errorf("unknown isolation %q: use container or vm: %w", cfg.Isolation, errdefs.ErrInvalidArgument)
 	}
+	switch cfg.Accel {
+	case "", "auto", "kvm", "tcg":
+	default:
+		return fmt.Errorf("unknown accelerator %q: use kvm or tcg: %w", cfg.Accel, errdefs.ErrInvalidArgument)
+	}
 	if cfg.Memory < 0 || cfg.CPUs < 0 || cfg.PidsLimit < 0 {
 		return fmt.Errorf("resource limits must not be negative: %w", errdefs.ErrInvalidArgument)
 	}
@@ -116,4 +138,9 @@ var (
 func randomName(id string) string {
 	b, _ := hex.DecodeString(id[:6])
 	return fmt.Sprintf("%s_%s_%02x", adjectives[b[0]%16], nouns[b[1]%16], b[2])
+}
+
+func firstLineOf(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }

@@ -135,3 +135,19 @@ func hostTSCkHz() int {
 	}
 	return 0
 }
+
+// Accelerator says which accelerator this Runtime's VMs use and why: the
+// option when it names one, else the (cached) result of a KVM probe boot.
+// It fails when QEMU, the kernel or the agent are missing, with the package
+// or command that provides them.
+func (r *Runtime) Accelerator(ctx context.Context) (accel, reason string, err error) {
+	m := &Machine{ID: "probe", rt: r}
+	if err := m.validateHost(ctx); err != nil {
+		return "", "", err
+	}
+	if r.o.accel != "auto" {
+		return r.o.accel, "chosen by --accel or the config file", nil
+	}
+	accel, reason = r.probeAccel(ctx, m.Config)
+	return accel, reason, nil
+}

@@ -98,6 +98,12 @@ func (m *Machine) validateHost(ctx context.Context) error {
 	if _, err := os.Stat(kernel); err != nil {
 		kernel = filepath.Join(o.kernelDir, "vmlinuz")
 	}
+	if o.kernel != "" {
+		if _, err := os.Stat(o.kernel); err != nil {
+			return missing("guest kernel", o.kernel, "check --kernel or the config file's kernel setting")
+		}
+		kernel = o.kernel
+	}
 	if _, err := os.Stat(kernel); err != nil {
 		return missing("guest kernel", kernel, "run hack/fetch-kernel.sh "+o.kernelDir+"; it unpacks the Debian package linux-image-cloud-amd64")
 	}

@@ -17,6 +17,7 @@ type options struct {
 	stateDir     string
 	cacheDir     string
 	kernelDir    string
+	kernel       string
 	agent        string
 	accel        string
 	machine      string
@@ -56,6 +57,13 @@ func WithCacheDir(dir string) Option {
 // modules/*.ko, version. Default DefaultKernelDir.
 func WithKernelDir(dir string) Option {
 	return func(o *options) error { o.kernelDir = dir; return nil }
+}
+
+// WithKernel boots this kernel image instead of the kernel directory's
+// vmlinux/vmlinuz; the modules still come from the kernel directory. An
+// empty path keeps the default.
+func WithKernel(path string) Option {
+	return func(o *options) error { o.kernel = path; return nil }
 }
 
 // WithAgent sets the static berth-agent binary. Default: berth-agent beside

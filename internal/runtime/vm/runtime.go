@@ -2,6 +2,8 @@ package vm
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -49,7 +51,18 @@ func (r *Runtime) Name() string { return "vm" }
 
 // Dir is the state directory of VM id. Callers may keep files of their own
 // in it while the VM exists; Delete removes it.
-func (r *Runtime) Dir(id string) string { return filepath.Join(r.o.stateDir, id) }
+func (r *Runtime) Dir(id string) string { return filepath.Join(r.o.stateDir, dirName(id)) }
+
+// dirName keeps unix socket paths under the kernel's 108-byte limit: an ID
+// longer than 24 bytes (a 64-hex container ID) is replaced by 24 hex digits
+// of its SHA-256, which is as unique in practice and the same for every caller.
+func dirName(id string) string {
+	if len(id) <= 24 {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:12])
+}
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
