@@ -35,7 +35,7 @@ ref="127.0.0.1:$port/demo/berth-demo:latest"
 "$BERTH" pull "$ref"
 "$BERTH" tag "$ref" berth-demo
 "$BERTH" run --rm berth-demo echo "pulled back from the registry and ran"
-if "$BERTH" info | grep -q '^VM Kernel: /'; then
+if "$BERTH" info | grep -Eq '^VM Accelerator: (kvm|tcg)'; then
 	echo "== berth run --rm --vm berth-demo (microVM)"
 	"$BERTH" run --rm --vm --hostname demo berth-demo sh -c 'echo "hello from a microVM on guest kernel $(uname -r)"'
 else

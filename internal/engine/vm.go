@@ -83,3 +83,15 @@ func (e *Engine) vmInfo(ctx context.Context) [][2]string {
 	}
 	return append(out, [2]string{"VM Accelerator", accel + " (" + reason + ")"})
 }
+
+// vmMemoryBytes is the guest RAM a VM gets for a --memory limit: the
+// backend's default without one, never less than its minimum.
+func vmMemoryBytes(limit int64) int64 {
+	switch {
+	case limit == 0:
+		return vm.DefaultMemoryMiB << 20
+	case limit < vm.MinMemoryMiB<<20:
+		return vm.MinMemoryMiB << 20
+	}
+	return limit
+}

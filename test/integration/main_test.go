@@ -43,11 +43,14 @@ func run(m *testing.M) int {
 			}
 			defer os.RemoveAll(dir)
 			berthBin = filepath.Join(dir, "berth")
-			build := exec.Command("go", "build", "-o", berthBin, "../../cmd/berth")
-			build.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := build.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build berth: %v\n%s", err, out)
-				return 1
+			// berth-agent (the microVM guest's PID 1) lives beside berth.
+			for _, b := range []string{"berth", "berth-agent"} {
+				build := exec.Command("go", "build", "-o", filepath.Join(dir, b), "../../cmd/"+b)
+				build.Env = append(os.Environ(), "CGO_ENABLED=0")
+				if out, err := build.CombinedOutput(); err != nil {
+					fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b, err, out)
+					return 1
+				}
 			}
 		}
 	}

@@ -17,7 +17,7 @@ import (
 
 // Integration tests boot real VMs: they need root, QEMU, virtiofsd,
 // busybox-static and a guest kernel from hack/fetch-kernel.sh (in
-// $BERTH_KERNEL_DIR, default /var/lib/berth-kernel-cache). They skip with
+// $BERTH_KERNEL_DIR, default /var/lib/berth/kernel). They skip with
 // the reason when something is missing, and under -short.
 
 var (
@@ -38,7 +38,7 @@ func testKernelDir() string {
 	if d := os.Getenv("BERTH_KERNEL_DIR"); d != "" {
 		return d
 	}
-	return "/var/lib/berth-kernel-cache"
+	return "/var/lib/berth/kernel"
 }
 
 // requiresVM skips t unless VMs can be booted here.

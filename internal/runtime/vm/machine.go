@@ -413,12 +413,20 @@ func (m *Machine) vmGone() {
 	}
 	sig := m.killSignal
 	m.mu.Unlock()
+	code := -1
+	if m.qemu != nil && m.qemu.ProcessState != nil && qemuDone(m.qemuExited) {
+		// QEMU killed from outside (the OOM killer, kill -9): report it the
+		// way a container killed by that signal is reported, with the error.
+		if ws, ok := m.qemu.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+	}
 	for _, p := range procs {
 		if sig != 0 {
 			m.processExited(p, runtime.ExitStatus{Code: 128 + int(sig), Signal: sig, ExitedAt: time.Now()}, nil)
 			continue
 		}
-		m.processExited(p, runtime.ExitStatus{Code: -1, ExitedAt: time.Now()},
+		m.processExited(p, runtime.ExitStatus{Code: code, ExitedAt: time.Now()},
 			m.failure("VM stopped before process %s ended: %w", p.name(), errdefs.ErrUnavailable))
 	}
 	m.mu.Lock()
@@ -465,5 +473,14 @@ func (m *Machine) stop(sig syscall.Signal) {
 	}
 	if m.bootCancel != nil {
 		m.bootCancel()
+	}
+}
+
+func qemuDone(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }

@@ -25,7 +25,7 @@ func kernelDir() string {
 	if d := os.Getenv("BERTH_KERNEL_DIR"); d != "" {
 		return d
 	}
-	return "/var/lib/berth-kernel-cache"
+	return "/var/lib/berth/kernel"
 }
 
 func requiresVM(t *testing.T) {
