@@ -16,6 +16,8 @@ require (
 	golang.org/x/term v0.47.0
 )
 
+require github.com/containernetworking/cni v1.3.1 // indirect
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect

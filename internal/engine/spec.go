@@ -108,6 +108,12 @@ func (e *Engine) buildSpec(ctx context.Context, c *state.Container, rootfs strin
 	if cfg.Tty && size != nil {
 		opts = append(opts, spec.WithConsoleSize(uint(size.Width), uint(size.Height)))
 	}
+	// Volumes, binds, tmpfs and the network namespace (volume.go, network.go).
+	attachOpts, err := e.attachmentSpecOpts(ctx, c, rootfs)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, attachOpts...)
 	s, err := spec.Generate(ctx, opts...)
 	if err != nil {
 		return nil, err
