@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,7 +45,7 @@ func CopyUp(src, dst string) error {
 		if err != nil {
 			return err
 		}
-		st, _ := info.Sys().(*unix.Stat_t)
+		st, _ := info.Sys().(*syscall.Stat_t)
 		switch {
 		case d.IsDir():
 			if rel != "." {
@@ -82,7 +83,7 @@ func CopyUp(src, dst string) error {
 					return err
 				}
 			}
-			ts := []unix.Timespec{st.Atim, st.Mtim}
+			ts := []unix.Timespec{unix.NsecToTimespec(st.Atim.Nano()), unix.NsecToTimespec(st.Mtim.Nano())}
 			_ = unix.UtimesNanoAt(unix.AT_FDCWD, target, ts, unix.AT_SYMLINK_NOFOLLOW)
 		}
 		return nil
