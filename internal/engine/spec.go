@@ -118,7 +118,7 @@ func (e *Engine) buildSpec(ctx context.Context, c *state.Container, rootfs strin
 	if err != nil {
 		return nil, err
 	}
-	if err := spec.ResolveExecutable(rootfs, s.Process.Args, s.Process.Env); err != nil {
+	if err := spec.ResolveExecutable(rootfs, s.Process.Args, s.Process.Env); err != nil && !commandInMounts(c, s.Process.Args, s.Process.Env) { // volume.go
 		return nil, &CommandError{Err: err}
 	}
 	return s, nil

@@ -366,3 +366,36 @@ func (e *Engine) RemoveWithVolumes(ctx context.Context, ref string, force bool) 
 	e.removeAnonymousVolumes(ctx, c)
 	return nil
 }
+
+// commandInMounts says whether the command may live in one of the
+// workload's mounts, which the root filesystem check cannot see: then the
+// runtime, not berth, decides whether it exists.
+func commandInMounts(c *state.Container, args, env []string) bool {
+	if len(args) == 0 || len(c.Mounts) == 0 {
+		return false
+	}
+	under := func(p string) bool {
+		p = path.Clean(p)
+		for _, m := range c.Mounts {
+			if p == m.Target || strings.HasPrefix(p, m.Target+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	if strings.Contains(args[0], "/") {
+		return path.IsAbs(args[0]) && under(args[0])
+	}
+	pathVar := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			pathVar = v
+		}
+	}
+	for _, dir := range strings.Split(pathVar, ":") {
+		if path.IsAbs(dir) && under(path.Join(dir, args[0])) {
+			return true
+		}
+	}
+	return false
+}

@@ -135,3 +135,23 @@ func TestBindAndTmpfs(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandFromBind: a command that only exists in a bind mount runs
+// (the root filesystem check must not refuse it).
+func TestCommandFromBind(t *testing.T) {
+	e := newEnv(t)
+	e.importBusybox("bb")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hello"), []byte("#!/bin/sh\necho from-bind\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out := e.must("run", "--rm", "--network", "none", "-v", dir+":/opt/tools:ro", "bb", "/opt/tools/hello"); out != "from-bind\n" {
+		t.Fatalf("got %q", out)
+	}
+	if out := e.must("run", "--rm", "--network", "none", "-e", "PATH=/opt/tools:/bin", "-v", dir+":/opt/tools:ro", "bb", "hello"); out != "from-bind\n" {
+		t.Fatalf("via PATH: %q", out)
+	}
+	if _, err := e.berth("run", "--rm", "--network", "none", "bb", "/opt/tools/hello"); exitCode(err) != 127 {
+		t.Fatalf("without the bind: %v", err)
+	}
+}
