@@ -516,7 +516,7 @@ func (m *monitor) execProcess(req attach.Request) (*specs.Process, error) {
 		}
 		p.User.Username = ""
 	}
-	if err := spec.ResolveExecutable(m.spec.Root.Path, p.Args, p.Env); err != nil {
+	if err := spec.ResolveExecutable(m.spec.Root.Path, p.Args, p.Env); err != nil && !commandInMounts(m.c, p.Args, p.Env) { // volume.go
 		return nil, &CommandError{Err: err}
 	}
 	return p, nil

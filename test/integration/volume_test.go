@@ -151,6 +151,10 @@ func TestCommandFromBind(t *testing.T) {
 	if out := e.must("run", "--rm", "--network", "none", "-e", "PATH=/opt/tools:/bin", "-v", dir+":/opt/tools:ro", "bb", "hello"); out != "from-bind\n" {
 		t.Fatalf("via PATH: %q", out)
 	}
+	e.must("run", "-d", "--name", "holder", "--network", "none", "-v", dir+":/opt/tools:ro", "bb", "sleep", "300")
+	if out := e.must("exec", "holder", "/opt/tools/hello"); out != "from-bind\n" {
+		t.Fatalf("exec: %q", out)
+	}
 	if _, err := e.berth("run", "--rm", "--network", "none", "bb", "/opt/tools/hello"); exitCode(err) != 127 {
 		t.Fatalf("without the bind: %v", err)
 	}
