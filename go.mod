@@ -16,7 +16,7 @@ require (
 	golang.org/x/term v0.47.0
 )
 
-require github.com/containernetworking/cni v1.3.1 // indirect
+require github.com/containernetworking/cni v1.3.1
 
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
