@@ -27,6 +27,8 @@ require (
 	golang.org/x/term v0.47.0
 )
 
+require github.com/containernetworking/cni v1.3.1
+
 require (
 	github.com/agext/levenshtein v1.2.3 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect

@@ -32,7 +32,7 @@ tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
 RT=$("$BERTH" info | sed -n 's/^Default Runtime: //p')
 # The floor runs the very spec berth generates (Docker's defaults, seccomp
 # included) on a plain directory, so the ratio is berth's own overhead.
-id=$("$BERTH" run -d bench sleep 600)
+id=$("$BERTH" run -d --network none bench sleep 600)
 mkdir -p "$work/bundle"
 cp "$BERTH_STATE/containers/$id/bundle/config.json" "$work/bundle/config.json"
 "$BERTH" rm -f "$id" >/dev/null
@@ -58,7 +58,7 @@ if [ "$(basename "$RT")" = crun ] && [ "$(stat -f -c %T /sys/fs/cgroup/unified 2
 	floor="nsenter --mount=$work/mntns $floor"
 	RT="nsenter --mount=$work/mntns $RT"
 fi
-cmds=("$BERTH run --rm bench /bin/true" "$floor")
+cmds=("$BERTH run --rm --network none bench /bin/true" "$floor")
 names=("berth run --rm" "$(basename "${RT##* }") run (floor)")
 if command -v podman >/dev/null; then
 	podman import "$work/rootfs.tar" localhost/berth-bench >/dev/null 2>&1
@@ -76,7 +76,7 @@ hyperfine -N -i -w 3 -r "$RUNS" --export-json "$work/h.json" "${cmds[@]}" >/dev/
 N=10
 pss() { awk '/^Pss:/ {s+=$2} END {print s+0}' "/proc/$1/smaps_rollup"; }
 anon() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
-for i in $(seq $N); do "$BERTH" run -d --name "idle$i" bench sleep 600 >/dev/null; done
+for i in $(seq $N); do "$BERTH" run -d --network none --name "idle$i" bench sleep 600 >/dev/null; done
 sleep 0.5
 berth_pss=0; berth_anon=0
 for i in $(seq $N); do

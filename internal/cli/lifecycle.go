@@ -149,6 +149,9 @@ func rmCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if volumes {
+				return forEach(args, func(n string) error { return e.RemoveWithVolumes(cmd.Context(), n, force) })
+			}
 			return forEach(args, func(n string) error { return e.Remove(cmd.Context(), n, force) })
 		},
 	}

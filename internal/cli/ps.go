@@ -82,6 +82,7 @@ func psCmd(g *globals) *cobra.Command {
 					RunningFor: units.HumanDuration(time.Since(c.Created)) + " ago",
 					Status:     humanStatus(c), State: string(c.State.Status), Names: c.Name,
 					Isolation: string(c.Config.Isolation), Runtime: c.Runtime,
+					Ports: formatPorts(containerPorts(c)),
 				})
 			}
 			switch {

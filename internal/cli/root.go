@@ -63,6 +63,7 @@ func Main(ctx context.Context, args []string) int {
 		containerCmd(g), imageCmd(g), imagesCmd(g), loadCmd(g), saveCmd(g), importCmd(g), tagCmd(g), rmiCmd(g),
 		systemCmd(g), infoCmd(g), monitorCmd(g), buildCmd(g),
 		pullCmd(g), pushCmd(g), loginCmd(g), logoutCmd(g), registryCmd(g),
+		networkCmd(g), volumeCmd(g), portCmd(g),
 	)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

@@ -27,6 +27,7 @@ type createFlags struct {
 	pidsLimit                                                             int64
 	stopSignal, pull                                                      string
 	stopTimeout                                                           int
+	netVol                                                                netVolFlags // network.go
 }
 
 func (f *createFlags) register(fs *pflag.FlagSet) {
@@ -57,6 +58,7 @@ func (f *createFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.stopSignal, "stop-signal", "", "signal that stops the container (default SIGTERM)")
 	fs.IntVar(&f.stopTimeout, "stop-timeout", 10, "seconds to wait for stop before killing")
 	fs.StringVar(&f.pull, "pull", "missing", "pull the image: always, missing or never")
+	f.netVol.register(fs)
 	fs.Bool("help", false, "help for this command")
 }
 
@@ -105,6 +107,9 @@ func (f *createFlags) config(img string, cmd []string, cmdFlags *pflag.FlagSet) 
 			}
 		}
 		cfg.Env = append(cfg.Env, kv)
+	}
+	if err := f.netVol.apply(&cfg); err != nil {
+		return cfg, err
 	}
 	if len(f.labels) > 0 {
 		cfg.Labels = map[string]string{}

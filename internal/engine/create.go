@@ -51,6 +51,9 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*state.Contain
 		}
 		cfg.Accel = accel
 	}
+	if err := e.normalizeNetworkConfig(ctx, &cfg); err != nil { // network.go
+		return nil, err
+	}
 	rt, err := e.resolveRuntime(ctx, &cfg)
 	if err != nil {
 		return nil, err
@@ -91,9 +94,16 @@ func (e *Engine) Create(ctx context.Context, opts CreateOptions) (*state.Contain
 		State:        state.State{Status: state.StatusCreated},
 	}
 	trace("create: prepared")
+	newVolumes, err := e.resolveMounts(ctx, c) // volume.go
+	if err != nil {
+		_ = e.snaps.Remove(ctx, id)
+		_ = os.RemoveAll(e.containerDir(id))
+		return nil, err
+	}
 	if err := e.db.Add(ctx, c); err != nil {
 		_ = e.snaps.Remove(ctx, id)
 		_ = os.RemoveAll(e.containerDir(id))
+		e.removeVolumes(ctx, newVolumes)
 		return nil, err
 	}
 	return c, nil

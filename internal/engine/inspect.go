@@ -180,7 +180,13 @@ func (e *Engine) SystemPrune(ctx context.Context) ([]string, error) {
 		_ = os.RemoveAll(e.containerDir(id))
 		removed = append(removed, id)
 	}
-	return removed, nil
+	// Network leftovers and unused networks (network.go, networks.go).
+	removed = append(removed, e.pruneNetworkLeftovers(ctx, known)...)
+	nets, err := e.NetworkPrune(ctx)
+	for _, n := range nets {
+		removed = append(removed, "network "+n)
+	}
+	return removed, err
 }
 
 // cgroupChildren lists the cgroups directly under parent (in the pids

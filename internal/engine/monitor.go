@@ -212,6 +212,9 @@ func (m *monitor) start(ctx context.Context) error {
 		return fmt.Errorf("mount root filesystem of %s: %w", c.Name, err)
 	}
 	trace("monitor: mounted")
+	if err := e.setupNetwork(ctx, c); err != nil { // network.go
+		return err
+	}
 	s, err := e.buildSpec(ctx, c, rootfs, m.size)
 	trace("monitor: spec built")
 	if err != nil {
@@ -305,6 +308,7 @@ func (m *monitor) cleanup(ctx context.Context) {
 // releaseRun undoes what a run set up on the host; safe to call whatever is
 // left, and from any process.
 func (e *Engine) releaseRun(ctx context.Context, c *state.Container) {
+	e.releaseNetwork(ctx, c) // network.go
 	_ = snapshot.Unmount(e.rootfsDir(c.ID))
 	_ = os.RemoveAll(e.runDir(c.ID))
 }
@@ -512,7 +516,7 @@ func (m *monitor) execProcess(req attach.Request) (*specs.Process, error) {
 		}
 		p.User.Username = ""
 	}
-	if err := spec.ResolveExecutable(m.spec.Root.Path, p.Args, p.Env); err != nil {
+	if err := spec.ResolveExecutable(m.spec.Root.Path, p.Args, p.Env); err != nil && !commandInMounts(m.c, p.Args, p.Env) { // volume.go
 		return nil, &CommandError{Err: err}
 	}
 	return p, nil

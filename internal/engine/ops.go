@@ -312,7 +312,13 @@ func (e *Engine) removeFiles(ctx context.Context, c *state.Container, released b
 	if err := os.RemoveAll(e.containerDir(c.ID)); err != nil {
 		return fmt.Errorf("remove files of %s: %w", c.Name, err)
 	}
-	return e.db.Delete(ctx, c.ID)
+	if err := e.db.Delete(ctx, c.ID); err != nil {
+		return err
+	}
+	if c.Config.AutoRemove { // like Docker, --rm takes the anonymous volumes along (volume.go)
+		e.removeAnonymousVolumes(ctx, c)
+	}
+	return nil
 }
 
 // Inspect returns a workload's record with its state checked against the

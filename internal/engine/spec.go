@@ -108,11 +108,17 @@ func (e *Engine) buildSpec(ctx context.Context, c *state.Container, rootfs strin
 	if cfg.Tty && size != nil {
 		opts = append(opts, spec.WithConsoleSize(uint(size.Width), uint(size.Height)))
 	}
+	// Volumes, binds, tmpfs and the network namespace (volume.go, network.go).
+	attachOpts, err := e.attachmentSpecOpts(ctx, c, rootfs)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, attachOpts...)
 	s, err := spec.Generate(ctx, opts...)
 	if err != nil {
 		return nil, err
 	}
-	if err := spec.ResolveExecutable(rootfs, s.Process.Args, s.Process.Env); err != nil {
+	if err := spec.ResolveExecutable(rootfs, s.Process.Args, s.Process.Env); err != nil && !commandInMounts(c, s.Process.Args, s.Process.Env) { // volume.go
 		return nil, &CommandError{Err: err}
 	}
 	return s, nil

@@ -74,6 +74,19 @@ type Config struct {
 	// VM-only settings.
 	Kernel string `json:"kernel,omitempty"`
 	Accel  string `json:"accel,omitempty"`
+
+	// Networks and volumes (types in network.go and volume.go).
+	// NetworkMode is none, host, or bridge with Networks naming the
+	// networks; empty in records older than networking means none.
+	NetworkMode string           `json:"networkMode,omitempty"`
+	Networks    []EndpointConfig `json:"networks,omitempty"`
+	Ports       []PortBinding    `json:"ports,omitempty"`
+	PublishAll  bool             `json:"publishAll,omitempty"`
+	DNS         []string         `json:"dns,omitempty"`
+	DNSSearch   []string         `json:"dnsSearch,omitempty"`
+	DNSOptions  []string         `json:"dnsOptions,omitempty"`
+	ExtraHosts  []string         `json:"extraHosts,omitempty"`
+	Mounts      []MountSpec      `json:"mounts,omitempty"`
 }
 
 // State is what happened to the workload so far.
@@ -107,6 +120,11 @@ type Container struct {
 	// as it was at create, so starting never needs the image store.
 	ImageConfig v1.Config `json:"imageConfig"`
 	State       State     `json:"state"`
+	// Mounts are Config.Mounts and the image's VOLUMEs as resolved at
+	// create (anonymous volumes named).
+	Mounts []MountSpec `json:"mounts,omitempty"`
+	// NetworkSettings describe the network the current run holds.
+	NetworkSettings *NetworkSettings `json:"networkSettings,omitempty"`
 }
 
 // Store is the metadata database.
