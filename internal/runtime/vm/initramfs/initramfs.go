@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/berthdev/berth/internal/runtime/vm/kmod"
 )
@@ -52,6 +53,8 @@ func Build(ctx context.Context, cacheDir string, spec Spec) (string, error) {
 	}
 	path := filepath.Join(cacheDir, "initramfs-"+hex.EncodeToString(h.Sum(nil))[:20]+".cpio")
 	if _, err := os.Stat(path); err == nil {
+		now := time.Now()
+		_ = os.Chtimes(path, now, now) // in use: keep it out of pruneStale's reach
 		return path, nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -75,7 +78,24 @@ func Build(ctx context.Context, cacheDir string, spec Spec) (string, error) {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return "", fmt.Errorf("build initramfs %s: %w", path, err)
 	}
+	pruneStale(cacheDir, path)
 	return path, nil
+}
+
+// staleAfter is how long an initramfs nobody booted stays in the cache. A
+// new agent or kernel makes a new one; without pruning, every rebuild of
+// the agent would leave 4 MiB behind.
+const staleAfter = time.Hour
+
+// pruneStale removes cached images other than keep that no VM has used for
+// staleAfter (Build refreshes an image's mtime on every hit).
+func pruneStale(dir, keep string) {
+	old, _ := filepath.Glob(filepath.Join(dir, "initramfs-*.cpio"))
+	for _, p := range old {
+		if st, err := os.Stat(p); err == nil && p != keep && time.Since(st.ModTime()) > staleAfter {
+			_ = os.Remove(p)
+		}
+	}
 }
 
 func prefix(dir string, names []string) []string {
