@@ -26,7 +26,7 @@ echo "== images travel: embedded registry on loopback, push, remove, pull back, 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$BERTH" registry serve --addr "127.0.0.1:$port" --root "$work/registry" >"$work/registry.log" 2>&1 &
 regpid=$!
-trap 'kill $regpid 2>/dev/null; wait $regpid 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $regpid 2>/dev/null; wait $regpid 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 50); do grep -q serving "$work/registry.log" && break; sleep 0.1; done
 ref="127.0.0.1:$port/demo/berth-demo:latest"
 "$BERTH" tag berth-demo "$ref"
