@@ -42,13 +42,35 @@ echo '{"default":[{"type":"insecureAcceptAnything"}]}' >"$policy"
 sk() { skopeo --policy "$policy" copy -q "$@"; }
 secs() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); echo "$e - $s" | bc; }
 
-t_push_berth=$("$work/bench" push "$work/src" "$reg_berth/bench/img:1")
-t_push_skopeo=$(secs sk --dest-tls-verify=false "oci:$work/src:img" "docker://$reg_skopeo/bench/img:1")
-t_pull_berth=$("$work/bench" pull "$reg_berth/bench/img:1" "$work/dst-berth")
-t_pull_skopeo=$(secs sk --src-tls-verify=false "docker://$reg_skopeo/bench/img:1" "oci:$work/dst-skopeo:img")
-
+# Whole commands, as a user runs them: `berth push` from berth's store and
+# `berth pull` into a fresh store against `skopeo copy` to and from an OCI
+# layout. ROUNDS alternating rounds, each against fresh registries (so no
+# blob is already there), medians reported.
+BERTH=${BERTH:-$repo/bin/berth}
+(cd "$work/src" && tar -cf "$work/src.tar" .)
+export BERTH_CONFIG=/nonexistent
+bt() { BERTH_ROOT="$work/broot-$1" BERTH_STATE="$work/bstate-$1" "$BERTH" "${@:2}"; }
+bt push load -q -i "$work/src.tar" >/dev/null
+rounds=${ROUNDS:-3}
+: >"$work/times"
+for r in $(seq "$rounds"); do
+	start_registry "b$r" rb
+	start_registry "s$r" rs
+	bt push tag "$(bt push images -q | head -n1)" "$rb/bench/img:1"
+	echo "push_berth $(secs bt push push -q "$rb/bench/img:1")" >>"$work/times"
+	echo "push_skopeo $(secs sk --dest-tls-verify=false "oci:$work/src:img" "docker://$rs/bench/img:1")" >>"$work/times"
+	echo "pull_berth $(secs bt "pull$r" pull -q "$rb/bench/img:1")" >>"$work/times"
+	echo "pull_skopeo $(secs sk --src-tls-verify=false "docker://$rs/bench/img:1" "oci:$work/dst-skopeo-$r:img")" >>"$work/times"
+	echo "repull_berth $(secs bt "pull$r" pull -q "$rb/bench/img:1")" >>"$work/times"
+	rm -rf "$work/broot-pull$r" "$work/bstate-pull$r" "$work/dst-skopeo-$r"
+done
+med() { awk -v k="$1" '$1==k {print $2}' "$work/times" | sort -n | awk '{a[NR]=$1} END {print (NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2}'; }
 rate() { echo "scale=1; $mb/$1" | bc; }
+echo "$rounds rounds, medians of whole commands"
 printf '%-6s %8s %10s %10s %8s\n' op MB berth_MB/s skopeo_MB/s ratio
-printf '%-6s %8s %10s %10s %8s\n' push "$mb" "$(rate "$t_push_berth")" "$(rate "$t_push_skopeo")" "$(echo "scale=2; $t_push_skopeo/$t_push_berth" | bc)"
-printf '%-6s %8s %10s %10s %8s\n' pull "$mb" "$(rate "$t_pull_berth")" "$(rate "$t_pull_skopeo")" "$(echo "scale=2; $t_pull_skopeo/$t_pull_berth" | bc)"
+for op in push pull; do
+	b=$(med "${op}_berth") s=$(med "${op}_skopeo")
+	printf '%-6s %8s %10s %10s %8s\n' "$op" "$mb" "$(rate "$b")" "$(rate "$s")" "$(echo "scale=2; $s/$b" | bc)"
+done
 echo "(ratio = skopeo time / berth time; > 1 means berth is faster)"
+echo "second pull of an unchanged image (whole berth pull command): $(echo "scale=1; $(med repull_berth)*1000/1" | bc) ms"

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -65,7 +66,12 @@ func (s *Store) putBlob(ctx context.Context, h v1.Hash, size int64, r io.Reader)
 		}
 	}()
 	hasher := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, hasher), ctxReader{ctx, r})
+	// Network reads come in ~16 KiB pieces: batch them into 1 MiB writes.
+	bw := bufio.NewWriterSize(f, 1<<20)
+	n, err := io.Copy(io.MultiWriter(bw, hasher), ctxReader{ctx, r})
+	if err == nil {
+		err = bw.Flush()
+	}
 	if err != nil {
 		return fmt.Errorf("write blob %s: %w", h, err)
 	}
