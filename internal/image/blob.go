@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -54,6 +55,9 @@ func (s *Store) putBlob(ctx context.Context, h v1.Hash, size int64, r io.Reader)
 	if _, err := hex.DecodeString(h.Hex); err != nil {
 		return fmt.Errorf("write blob %s: malformed digest: %w", h, errdefs.ErrCorrupt)
 	}
+	if sf, ok := r.(*os.File); ok && strings.HasPrefix(sf.Name(), s.tmpDir()+string(os.PathSeparator)) {
+		return s.linkBlob(ctx, h, size, sf)
+	}
 	f, err := os.CreateTemp(s.blobDir(), ".tmp-"+h.Hex[:12]+"-")
 	if err != nil {
 		return fmt.Errorf("write blob %s: %w", h, err)
@@ -95,6 +99,35 @@ func (s *Store) putBlob(ctx context.Context, h v1.Hash, size int64, r io.Reader)
 		return fmt.Errorf("write blob %s: %w", h, err)
 	}
 	done = true
+	return syncDir(s.blobDir())
+}
+
+// linkBlob stores a file that already lies in the store's own scratch
+// space (a pull's staged layer) by hard-linking it into place once its
+// content is verified: the same checks as putBlob without a second copy.
+// Files from anywhere else are always copied, so that nobody outside the
+// store holds a name for a blob's inode.
+func (s *Store) linkBlob(ctx context.Context, h v1.Hash, size int64, f *os.File) error {
+	hasher := sha256.New()
+	n, err := io.Copy(hasher, ctxReader{ctx, f})
+	if err != nil {
+		return fmt.Errorf("write blob %s: %w", h, err)
+	}
+	if got := hex.EncodeToString(hasher.Sum(nil)); got != h.Hex {
+		return fmt.Errorf("write blob %s: %w: content has digest sha256:%s", h, errdefs.ErrCorrupt, got)
+	}
+	if size >= 0 && n != size {
+		return fmt.Errorf("write blob %s: %w: content is %d bytes, descriptor says %d", h, errdefs.ErrCorrupt, n, size)
+	}
+	if err := f.Chmod(0o444); err != nil {
+		return fmt.Errorf("write blob %s: %w", h, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("write blob %s: %w", h, err)
+	}
+	if err := os.Link(f.Name(), s.blobPath(h)); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("write blob %s: %w", h, err)
+	}
 	return syncDir(s.blobDir())
 }
 

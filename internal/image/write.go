@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"golang.org/x/sync/errgroup"
 	"io"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -139,25 +140,38 @@ func (s *Store) writeBlobs(ctx context.Context, img v1.Image) (*record, error) {
 		return nil, fmt.Errorf("write image %s: %w: %d layers for %d manifest entries", id, errdefs.ErrCorrupt, len(layers), len(man.Layers))
 	}
 	rec := &record{ID: id, Digest: manDigest, DiffIDs: cfg.RootFS.DiffIDs, Size: man.Config.Size}
+	// Layers are copied, hashed and their diff IDs checked in parallel: on
+	// a pull that is most of the time after the download.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(4)
+	seen := map[v1.Hash]bool{}
 	for i, l := range layers {
 		desc := man.Layers[i]
 		rec.Layers = append(rec.Layers, desc.Digest)
 		rec.Size += desc.Size
-		if s.hasBlob(desc.Digest) {
+		if seen[desc.Digest] || s.hasBlob(desc.Digest) {
 			continue // verified when it was written
 		}
-		rc, err := l.Compressed()
-		if err != nil {
-			return nil, fmt.Errorf("write image %s: read layer %s: %w", id, desc.Digest, err)
-		}
-		err = s.putBlob(ctx, desc.Digest, desc.Size, rc)
-		rc.Close()
-		if err != nil {
-			return nil, fmt.Errorf("write image %s: %w", id, err)
-		}
-		if err := s.verifyDiffID(ctx, desc, cfg.RootFS.DiffIDs[i]); err != nil {
-			return nil, fmt.Errorf("write image %s: %w", id, err)
-		}
+		seen[desc.Digest] = true
+		diffID := cfg.RootFS.DiffIDs[i]
+		g.Go(func() error {
+			rc, err := l.Compressed()
+			if err != nil {
+				return fmt.Errorf("write image %s: read layer %s: %w", id, desc.Digest, err)
+			}
+			err = s.putBlob(gctx, desc.Digest, desc.Size, rc)
+			rc.Close()
+			if err != nil {
+				return fmt.Errorf("write image %s: %w", id, err)
+			}
+			if err := s.verifyDiffID(gctx, desc, diffID); err != nil {
+				return fmt.Errorf("write image %s: %w", id, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	if err := s.putBlob(ctx, id, man.Config.Size, bytes.NewReader(rawCfg)); err != nil {
 		return nil, fmt.Errorf("write image %s: config: %w", id, err)
