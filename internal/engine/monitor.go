@@ -153,8 +153,11 @@ func (e *Engine) RunMonitor(ctx context.Context, id string, syncFile, attachFile
 	m.closeLog()
 	if c.Config.AutoRemove {
 		// Straight to removal: nobody needs the exit recorded first.
-		m.cleanup(context.Background())
+		// The runtime's delete runs alongside the unmount and the removal
+		// of the files and record: none depends on another.
+		wait := m.cleanupAsync(context.Background())
 		_ = e.removeFiles(context.Background(), c, true)
+		wait()
 	} else {
 		_, _ = e.db.Update(context.Background(), id, func(c *state.Container) error {
 			c.State.Status = state.StatusExited
@@ -292,17 +295,23 @@ func (e *Engine) rtStart(ctx context.Context, m *monitor) error {
 
 // cleanup releases what the run held: the backend's resources, the root
 // filesystem mount and the socket. It is idempotent.
-func (m *monitor) cleanup(ctx context.Context) {
+func (m *monitor) cleanup(ctx context.Context) { m.cleanupAsync(ctx)() }
+
+// cleanupAsync releases the run (unmount, network) and starts the
+// runtime's delete beside it; the returned func waits for the delete.
+func (m *monitor) cleanupAsync(ctx context.Context) (wait func()) {
 	var wg sync.WaitGroup
 	if m.rt != nil {
 		wg.Add(1)
 		go func() { // independent of the unmount: do both at once
 			defer wg.Done()
 			_ = m.rt.Delete(ctx, m.c.ID, true)
+			trace("monitor: runtime state deleted")
 		}()
 	}
 	m.e.releaseRun(ctx, m.c)
-	wg.Wait()
+	trace("monitor: run released")
+	return wg.Wait
 }
 
 // releaseRun undoes what a run set up on the host; safe to call whatever is
