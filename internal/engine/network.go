@@ -50,13 +50,13 @@ func (e *Engine) cniManager() *network.Manager {
 	return network.NewManager(filepath.Join(e.stateDir, "cni", "cache"), nil)
 }
 
-func (e *Engine) netnsDir() string           { return filepath.Join(e.stateDir, "netns") }
+func (e *Engine) netnsDir() string { return filepath.Join(e.stateDir, "netns") }
 
 // netFilesDir holds the files a workload sees as /etc/hosts,
 // /etc/resolv.conf and /etc/hostname, and nothing else, so that a microVM
 // can get all of them by sharing this one directory.
 func (e *Engine) netFilesDir(id string) string { return filepath.Join(e.containerDir(id), "net") }
-func (e *Engine) netnsPath(id string) string { return filepath.Join(e.netnsDir(), id) }
+func (e *Engine) netnsPath(id string) string   { return filepath.Join(e.netnsDir(), id) }
 
 // normalizeNetworkConfig checks a new workload's network request and puts
 // it in its recorded form: NetworkMode none, host or bridge, and for bridge
