@@ -95,8 +95,10 @@ func TestVMNetPublishedPort(t *testing.T) {
 }
 
 // TestVMNetUserNetwork puts a container and a microVM on one user network:
-// each reaches the other's web server by IP. A running VM's networks cannot
-// change (no NIC hot-plug); rm -f releases its attachment.
+// each reaches the other's web server by IP. The VM is on the default
+// network too: its second NIC gets eth1 and both default routes, as a
+// container's namespace has them. A running VM's networks cannot change
+// (no NIC hot-plug); rm -f releases its attachments.
 func TestVMNetUserNetwork(t *testing.T) {
 	requireNetworking(t)
 	e := vmEnv(t)
@@ -105,7 +107,7 @@ func TestVMNetUserNetwork(t *testing.T) {
 	t.Cleanup(func() { e.berth("network", "rm", "vmapp") })
 	bridge := e.inspectNetwork("vmapp", "{{.Bridge}}")
 	e.must("run", "-d", "--name", "ctr", "--network", "vmapp", "web")
-	e.must("run", "-d", "--vm", "--name", "vm", "--network", "vmapp", "web")
+	e.must("run", "-d", "--vm", "--name", "vm", "--network", "vmapp", "--network", "berth", "web")
 	ctrIP := ipOf(e.inspect("ctr", "{{(index .NetworkSettings.Networks 0).IPAddress}}"))
 	vmIP := ipOf(e.inspect("vm", "{{(index .NetworkSettings.Networks 0).IPAddress}}"))
 	vmID := e.inspect("vm", "{{.ID}}")
@@ -117,6 +119,14 @@ func TestVMNetUserNetwork(t *testing.T) {
 	}
 	if out, err := e.berth("exec", "ctr", "timeout", "5", "wget", "-qO-", "http://"+vmIP+"/"); err != nil || out != "hello from berth\n" {
 		t.Errorf("container → VM %s: %q %v", vmIP, out, err)
+	}
+	out := e.must("exec", "vm", "sh", "-c", "ip -o -4 addr; ip route; ping -c 1 -W 5 10.88.0.1 >/dev/null && echo eth1-ok")
+	eth1 := e.inspect("vm", "{{(index .NetworkSettings.Networks 1).IPAddress}}")
+	gw0 := e.inspect("vm", "{{(index .NetworkSettings.Networks 0).Gateway}}")
+	for _, want := range []string{"eth0    inet " + vmIP + "/", "eth1    inet " + eth1, "default via " + gw0 + " dev eth0", "default via 10.88.0.1 dev eth1", "eth1-ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("guest on two networks lacks %q:\n%s", want, out)
+		}
 	}
 	if _, err := e.berth("network", "disconnect", "vmapp", "vm"); err == nil || !strings.Contains(stderrOf(err), "stop it first") {
 		t.Errorf("network disconnect of a running VM: %v", err)

@@ -147,7 +147,13 @@ func configureNetwork(n *agentproto.Network) error {
 				r.route.LinkIndex = links[i].Attrs().Index
 			}
 		}
-		if err := netlink.RouteAdd(&r.route); err != nil && !errors.Is(err, unix.EEXIST) {
+		err := netlink.RouteAdd(&r.route)
+		if errors.Is(err, unix.EEXIST) {
+			// A second route to the same place (two networks' default
+			// routes): appended after the first, as in the namespace.
+			err = netlink.RouteAppend(&r.route)
+		}
+		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("network: route %s via %s dev %s: %w", r.route.Dst, r.route.Gw, r.device, err)
 		}
 	}
