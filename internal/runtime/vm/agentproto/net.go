@@ -27,7 +27,7 @@ type Interface struct {
 
 // Route is one route of the main table.
 type Route struct {
-	// Dst in CIDR form; empty for the default route.
+	// Dst in CIDR form: 0.0.0.0/0 (or ::/0) for a default route.
 	Dst string `json:"dst,omitempty"`
 	// Gateway is the next hop; empty for an on-link route.
 	Gateway string `json:"gateway,omitempty"`
