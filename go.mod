@@ -27,7 +27,10 @@ require (
 	golang.org/x/term v0.47.0
 )
 
-require github.com/containernetworking/cni v1.3.1
+require (
+	github.com/containernetworking/cni v1.3.1
+	github.com/vishvananda/netlink v1.3.1
+)
 
 require (
 	github.com/agext/levenshtein v1.2.3 // indirect
@@ -63,6 +66,7 @@ require (
 	github.com/redis/go-redis/extra/redisotel/v9 v9.0.5 // indirect
 	github.com/redis/go-redis/v9 v9.7.3 // indirect
 	github.com/tonistiigi/go-csvvalue v0.0.0-20240814133006-030d3b2625d0 // indirect
+	github.com/vishvananda/netns v0.0.5 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/contrib/bridges/prometheus v0.67.0 // indirect
 	go.opentelemetry.io/contrib/exporters/autoexport v0.67.0 // indirect

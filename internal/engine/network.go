@@ -50,8 +50,13 @@ func (e *Engine) cniManager() *network.Manager {
 	return network.NewManager(filepath.Join(e.stateDir, "cni", "cache"), nil)
 }
 
-func (e *Engine) netnsDir() string           { return filepath.Join(e.stateDir, "netns") }
-func (e *Engine) netnsPath(id string) string { return filepath.Join(e.netnsDir(), id) }
+func (e *Engine) netnsDir() string { return filepath.Join(e.stateDir, "netns") }
+
+// netFilesDir holds the files a workload sees as /etc/hosts,
+// /etc/resolv.conf and /etc/hostname, and nothing else, so that a microVM
+// can get all of them by sharing this one directory.
+func (e *Engine) netFilesDir(id string) string { return filepath.Join(e.containerDir(id), "net") }
+func (e *Engine) netnsPath(id string) string   { return filepath.Join(e.netnsDir(), id) }
 
 // normalizeNetworkConfig checks a new workload's network request and puts
 // it in its recorded form: NetworkMode none, host or bridge, and for bridge
@@ -73,6 +78,10 @@ func (e *Engine) normalizeNetworkConfig(ctx context.Context, cfg *state.Config) 
 			return fmt.Errorf("invalid published port %+v: %w", p, errdefs.ErrInvalidArgument)
 		}
 	}
+	if cfg.NetworkMode == state.NetworkHost && cfg.Isolation == state.IsolationVM {
+		return fmt.Errorf("--network host with --vm: a microVM has its own kernel and cannot share the host's network stack; "+
+			"use a bridge network (the default) and publish ports with -p: %w", errdefs.ErrInvalidArgument)
+	}
 	switch cfg.NetworkMode {
 	case state.NetworkNone, state.NetworkHost:
 		if len(cfg.Networks) > 1 {
@@ -86,12 +95,6 @@ func (e *Engine) normalizeNetworkConfig(ctx context.Context, cfg *state.Config) 
 			cfg.Ports, cfg.PublishAll = nil, false
 		}
 		cfg.Networks = nil
-		return nil
-	}
-	if cfg.Isolation == state.IsolationVM && cfg.NetworkMode == "" && len(cfg.Networks) == 0 {
-		// Until the VM backend consumes attachments, a microVM keeps its
-		// own (user-mode) network unless a network is asked for.
-		cfg.NetworkMode = state.NetworkNone
 		return nil
 	}
 	if len(cfg.Networks) == 0 {
@@ -356,7 +359,7 @@ func (e *Engine) networkSpecOpts(ctx context.Context, c *state.Container) ([]spe
 	if ns == nil {
 		return nil, nil
 	}
-	dir := e.containerDir(c.ID)
+	dir := e.netFilesDir(c.ID)
 	resolv := filepath.Join(dir, "resolv.conf")
 	d := network.DNS{Nameservers: ns.DNS.Nameservers, Search: ns.DNS.Search, Options: ns.DNS.Options}
 	if err := os.WriteFile(resolv, network.ResolvConf(d), 0o644); err != nil {
@@ -443,10 +446,10 @@ func (e *Engine) syncHosts(ctx context.Context, nets []string) error {
 		if ns == nil || ns.Mode != networkBridge || !slices.ContainsFunc(ns.Networks, func(ep state.Endpoint) bool { return want[ep.Network] }) {
 			continue
 		}
-		if _, err := os.Stat(e.containerDir(c.ID)); err != nil {
-			continue
+		if _, err := os.Stat(e.netFilesDir(c.ID)); err != nil {
+			continue // removed, or not started since berth kept these files elsewhere
 		}
-		errs = append(errs, writeInPlace(filepath.Join(e.containerDir(c.ID), "hosts"), hostsFor(c, all)))
+		errs = append(errs, writeInPlace(filepath.Join(e.netFilesDir(c.ID), "hosts"), hostsFor(c, all)))
 	}
 	return errors.Join(errs...)
 }

@@ -167,6 +167,9 @@ func (e *Engine) NetworkConnect(ctx context.Context, netRef, ref string, aliases
 			return fmt.Errorf("invalid alias %q: %w", a, errdefs.ErrInvalidArgument)
 		}
 	}
+	if err := vmNICsFixed(c, "connect", n.Name); err != nil {
+		return err
+	}
 	if slices.ContainsFunc(c.Config.Networks, func(ep state.EndpointConfig) bool { return ep.Network == n.Name }) {
 		return fmt.Errorf("container %s is already on network %s: %w", c.Name, n.Name, errdefs.ErrAlreadyExists)
 	}
@@ -198,6 +201,17 @@ func (e *Engine) NetworkConnect(ctx context.Context, netRef, ref string, aliases
 		return e.syncHosts(ctx, append(endpointNetworks(c.NetworkSettings), n.Name))
 	}
 	return nil
+}
+
+// vmNICsFixed refuses to change the networks of a running microVM: its NICs
+// are set at boot (QEMU's microvm machine has no hot-plug). A stopped one
+// gets the change when it next starts.
+func vmNICsFixed(c *state.Container, op, network string) error {
+	if c.Config.Isolation != state.IsolationVM || c.State.Status != state.StatusRunning {
+		return nil
+	}
+	return fmt.Errorf("network %s %s %s: it is a running microVM, whose network interfaces are fixed at boot; stop it first: %w",
+		op, network, c.Name, errdefs.ErrConflict)
 }
 
 func orNone(m string) string {
@@ -233,6 +247,9 @@ func (e *Engine) NetworkDisconnect(ctx context.Context, netRef, ref string) erro
 	}
 	if !slices.ContainsFunc(c.Config.Networks, func(ep state.EndpointConfig) bool { return ep.Network == n.Name }) {
 		return fmt.Errorf("container %s is not on network %s: %w", c.Name, n.Name, errdefs.ErrNotFound)
+	}
+	if err := vmNICsFixed(c, "disconnect", n.Name); err != nil {
+		return err
 	}
 	if ns := c.NetworkSettings; ns != nil {
 		for _, ep := range ns.Networks {

@@ -131,9 +131,12 @@ func (e *CommandError) Error() string { return e.Err.Error() }
 func (e *CommandError) Unwrap() error { return e.Err }
 
 // writeEtcFiles writes the /etc/hosts and /etc/hostname a workload gets
-// and returns the bind mounts for them.
+// (in netFilesDir, network.go) and returns the bind mounts for them.
 func (e *Engine) writeEtcFiles(id, hostname string) ([]specs.Mount, error) {
-	dir := e.containerDir(id)
+	dir := e.netFilesDir(id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
 	files := map[string]string{
 		"hostname": hostname + "\n",
 		"hosts":    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + hostname + "\n",

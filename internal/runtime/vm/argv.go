@@ -26,6 +26,8 @@ type VMConfig struct {
 	// SharedDir is exported over virtio-fs as RootTag.
 	SharedDir string
 	RootTag   string
+	// NICs are the guest's network interfaces, taps QEMU inherits.
+	NICs []NIC
 	// Sockets and the serial console log, in the VM's state directory.
 	QMPSocket, AgentSocket, VirtiofsSocket, ConsoleLog string
 }
@@ -76,6 +78,12 @@ func (c VMConfig) Args() []string {
 	if c.Machine == "microvm" {
 		// Modern virtio-mmio: libvhost-user (virtiofsd) refuses legacy devices.
 		a = append(a, "-global", "virtio-mmio.force-legacy=false")
+	}
+	for _, n := range c.NICs {
+		a = append(a,
+			"-netdev", fmt.Sprintf("tap,id=%s,fd=%d", n.ID, n.FD),
+			"-device", fmt.Sprintf("virtio-net-%s,netdev=%s,mac=%s", suffix, n.ID, n.MAC),
+		)
 	}
 	if c.SharedDir != "" {
 		a = append(a,

@@ -64,6 +64,25 @@ func TestArgs(t *testing.T) {
 			present: []string{"virtserialport,chardev=agent,name=org.berth.agent,bus=vs0.0"},
 		},
 		{
+			name: "microvm NICs",
+			edit: func(c *VMConfig) {
+				c.NICs = []NIC{{ID: "net0", MAC: "0a:58:0a:58:00:05", FD: 3}, {ID: "net1", MAC: "0a:58:0a:59:00:07", FD: 4}}
+			},
+			present: []string{
+				"tap,id=net0,fd=3", "virtio-net-device,netdev=net0,mac=0a:58:0a:58:00:05",
+				"tap,id=net1,fd=4", "virtio-net-device,netdev=net1,mac=0a:58:0a:59:00:07",
+			},
+		},
+		{
+			name:    "q35 NIC",
+			edit:    func(c *VMConfig) { c.Machine = "q35"; c.NICs = []NIC{{ID: "net0", MAC: "0a:58:0a:58:00:05", FD: 3}} },
+			present: []string{"tap,id=net0,fd=3", "virtio-net-pci,netdev=net0,mac=0a:58:0a:58:00:05"},
+		},
+		{
+			name:   "no NICs",
+			absent: []string{"-netdev"},
+		},
+		{
 			name: "commas escaped",
 			edit: func(c *VMConfig) { c.AgentSocket = "/run/a,b/agent.sock" },
 			want: map[string]string{"-chardev": "socket,id=agent,path=/run/a,,b/agent.sock,server=on,wait=off"},

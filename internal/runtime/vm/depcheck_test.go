@@ -11,13 +11,13 @@ import (
 // third-party modules (the guest agent must stay small and static).
 func TestDepcheck(t *testing.T) {
 	allowed := map[string][]string{
-		"":            {"github.com/opencontainers/runtime-spec", "golang.org/x/sys"},
+		"":            {"github.com/opencontainers/runtime-spec", "golang.org/x/sys", "github.com/vishvananda/netlink", "github.com/vishvananda/netns"},
 		"/agentproto": {},
-		"/guest":      {"github.com/creack/pty", "golang.org/x/sys"},
+		"/guest":      {"github.com/creack/pty", "golang.org/x/sys", "github.com/vishvananda/netlink", "github.com/vishvananda/netns"},
 		"/initramfs":  {},
 		"/kmod":       {},
 		"/qmp":        {},
-		"/ocicli":     {"github.com/opencontainers/runtime-spec", "github.com/spf13/cobra", "github.com/spf13/pflag", "github.com/creack/pty", "golang.org/x/sys", "golang.org/x/term"},
+		"/ocicli":     {"github.com/opencontainers/runtime-spec", "github.com/spf13/cobra", "github.com/spf13/pflag", "github.com/creack/pty", "golang.org/x/sys", "golang.org/x/term", "github.com/vishvananda/netlink", "github.com/vishvananda/netns"},
 	}
 	const self = "github.com/berthdev/berth/internal/runtime/vm"
 	for sub, third := range allowed {

@@ -25,6 +25,7 @@ const (
 	InitramfsHandler      = "vm.BuildInitramfs"
 	AccelHandler          = "vm.SelectAccel"
 	VirtiofsdHandler      = "vm.StartVirtiofsd"
+	NetworkHandler        = "vm.JoinNetwork"
 	QEMUHandler           = "vm.StartQEMU"
 	AgentHandler          = "vm.ConnectAgent"
 	SetupHandler          = "vm.SetupGuest"
@@ -49,6 +50,7 @@ func defaultHandlers() Handlers {
 			method(InitramfsHandler, (*Machine).buildInitramfs),
 			method(AccelHandler, (*Machine).selectAccel),
 			method(VirtiofsdHandler, (*Machine).startVirtiofsd),
+			method(NetworkHandler, (*Machine).joinNetwork),
 			method(QEMUHandler, (*Machine).startQEMU),
 			method(AgentHandler, (*Machine).connectAgent),
 			method(SetupHandler, (*Machine).setupGuest),

@@ -46,6 +46,7 @@ type Machine struct {
 	bootCtx    context.Context
 	bootCancel context.CancelFunc
 
+	attachment *netAttachment // taps until QEMU holds them, and the guest's network
 	vfsd, qemu *exec.Cmd
 	qemuExited chan struct{}
 	conn       net.Conn
@@ -152,13 +153,14 @@ func (m *Machine) saveState() error {
 }
 
 // guestModules are the modules the agent loads: the virtio transport of the
-// machine type, the console (virtio-serial) driver and virtio-fs.
+// machine type, the console (virtio-serial) driver, virtio-fs and
+// virtio-net (with failover and net_failover, from its .modinfo).
 func guestModules(machine string) []string {
 	transport := "virtio_mmio"
 	if machine != "microvm" {
 		transport = "virtio_pci"
 	}
-	return []string{transport, "virtio_console", "virtiofs"}
+	return []string{transport, "virtio_console", "virtiofs", "virtio_net"}
 }
 
 func (m *Machine) buildInitramfs(ctx context.Context) error {
@@ -221,6 +223,22 @@ func (m *Machine) startVirtiofsd(ctx context.Context) error {
 	}
 }
 
+// joinNetwork gives the VM a NIC for each interface of the network
+// namespace the bundle's spec joins (net.go); without one it has only lo.
+func (m *Machine) joinNetwork(ctx context.Context) error {
+	path := netnsPath(m.spec)
+	if path == "" {
+		return nil
+	}
+	att, err := attachNetNS(path, 3)
+	if err != nil {
+		return fmt.Errorf("vm %s: %w", m.ID, err)
+	}
+	m.attachment = att
+	m.Config.NICs = att.nics
+	return nil
+}
+
 func (m *Machine) startQEMU(ctx context.Context) error {
 	log, err := os.OpenFile(m.path(qemuLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -229,11 +247,19 @@ func (m *Machine) startQEMU(ctx context.Context) error {
 	defer log.Close()
 	cmd := exec.Command(m.Config.QEMU, m.Config.Args()...)
 	cmd.Stdout, cmd.Stderr = log, log
+	if m.attachment != nil {
+		cmd.ExtraFiles = m.attachment.taps // fd 3, 4…: NIC.FD
+	}
 	// QEMU dies with its owner; its own process group keeps the owner's
 	// terminal signals (^C) away from it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	m.bootCtx, m.bootCancel = context.WithTimeout(ctx, m.rt.o.bootTimeout)
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	if m.attachment != nil {
+		// QEMU holds the taps now: they go when it exits.
+		m.attachment.close()
+	}
+	if err != nil {
 		return fmt.Errorf("vm %s: start QEMU: %w", m.ID, err)
 	}
 	m.qemu = cmd
@@ -280,7 +306,11 @@ func (m *Machine) connectAgent(ctx context.Context) error {
 }
 
 func (m *Machine) setupGuest(ctx context.Context) error {
-	if err := m.w.WriteJSON(agentproto.TypeSetup, 0, guestSetup(m.spec, rootTag)); err != nil {
+	setup := guestSetup(m.spec, rootTag)
+	if m.attachment != nil {
+		setup.Network = m.attachment.network
+	}
+	if err := m.w.WriteJSON(agentproto.TypeSetup, 0, setup); err != nil {
 		return m.failure("send setup: %v", err)
 	}
 	select {
@@ -470,6 +500,9 @@ func (m *Machine) stop(sig syscall.Signal) {
 	}
 	if m.vfsd != nil {
 		_ = m.vfsd.Process.Kill()
+	}
+	if m.attachment != nil {
+		m.attachment.close() // a boot that failed before QEMU started
 	}
 	if m.bootCancel != nil {
 		m.bootCancel()

@@ -2,8 +2,10 @@ package agentproto
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
+	"reflect"
 	"testing"
 )
 
@@ -69,5 +71,38 @@ func TestReadFrameErrors(t *testing.T) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestSetupNetworkRoundTrip: the network configuration survives the wire,
+// and a Setup without one decodes to nil (the guest keeps only lo).
+func TestSetupNetworkRoundTrip(t *testing.T) {
+	in := Setup{RootTag: "berthroot", Network: &Network{
+		Interfaces: []Interface{{Name: "eth0", MAC: "0a:58:0a:58:00:05", MTU: 1500, Addresses: []string{"10.88.0.5/16", "fd00::5/64"}}},
+		Routes:     []Route{{Dst: "0.0.0.0/0", Gateway: "10.88.0.1", Device: "eth0", Metric: 5}},
+	}}
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	if err := w.WriteJSON(TypeSetup, 0, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteJSON(TypeSetup, 0, Setup{RootTag: "berthroot"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []Setup{in, {RootTag: "berthroot"}} {
+		f, err := ReadFrame(&buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out Setup
+		if err := f.Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(out, want) {
+			t.Errorf("round trip = %+v, want %+v", out, want)
+		}
+	}
+	if b, _ := json.Marshal(Setup{RootTag: "x"}); bytes.Contains(b, []byte("network")) {
+		t.Errorf("a Setup without network encodes it: %s", b)
 	}
 }

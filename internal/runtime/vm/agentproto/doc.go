@@ -19,7 +19,8 @@
 // # Conversation
 //
 //	host                                   agent
-//	 Setup{hostname, root tag, mounts…} ──▶     (id 0)
+//	 Setup{hostname, root tag, mounts,
+//	       network…}                   ──▶     (id 0)
 //	                                   ◀── Ready{kernel release} or Error (id 0)
 //	 Start{args, env, cwd, uid…}       ──▶     (id N)
 //	                                   ◀── Started{pid} or Error           (id N)
@@ -36,6 +37,15 @@
 //
 // The guest opens the port once read-write and reopens it after EOF (EOF is
 // what a read returns while no host side is connected).
+//
+// # Network
+//
+// Setup.Network (net.go) lists the guest's NICs by MAC, each with the name,
+// MTU and addresses of the namespace interface it mirrors, and the
+// namespace's routes. Before it mounts the root, the agent finds each NIC by
+// its MAC, renames it (eth0…), sets its MTU and addresses, brings it up and
+// adds the routes; a NIC that does not show up within a few seconds fails
+// Setup. Without Network the guest has only lo.
 //
 // # Control socket
 //

@@ -15,6 +15,8 @@ type Setup struct {
 	PidsLimit int64 `json:"pidsLimit,omitempty"`
 	// Sysctl values to write under /proc/sys.
 	Sysctl map[string]string `json:"sysctl,omitempty"`
+	// Network configures the guest's NICs (net.go); nil leaves only lo.
+	Network *Network `json:"network,omitempty"`
 }
 
 // Mount is a filesystem the guest mounts; only kernel filesystems (tmpfs,

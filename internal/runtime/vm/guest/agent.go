@@ -103,6 +103,11 @@ func (a *agent) handle(f agentproto.Frame) {
 			_ = a.sendError(0, errors.New("setup: guest is already set up"), false)
 			return
 		}
+		if err := configureNetwork(s.Network); err != nil { // net.go
+			logf("setup: %v", err)
+			_ = a.sendError(0, err, false)
+			return
+		}
 		kernel, err := a.setup(s)
 		if err != nil {
 			logf("setup: %v", err)
