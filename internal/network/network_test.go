@@ -82,7 +82,7 @@ func TestStore(t *testing.T) {
 	if err != nil || !strings.HasPrefix(a.Subnet, "10.89.") || !strings.HasSuffix(a.Subnet, ".0/24") || a.Bridge != "br-"+a.ID[:12] {
 		t.Fatalf("a: %+v %v", a, err)
 	}
-	b, err := s.Create(ctx, "b", CreateOptions{})
+	b, err := s.Create(ctx, "nb", CreateOptions{})
 	if err != nil || b.Subnet == a.Subnet {
 		t.Fatalf("b got %s, a has %s (%v)", b.Subnet, a.Subnet, err)
 	}
@@ -119,7 +119,7 @@ func TestStore(t *testing.T) {
 	if err := s.Remove(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Get(ctx, "b"); !errdefs.IsNotFound(err) {
+	if _, err := s.Get(ctx, "nb"); !errdefs.IsNotFound(err) {
 		t.Errorf("Get after Remove: %v", err)
 	}
 }
