@@ -26,6 +26,8 @@ type VMConfig struct {
 	// SharedDir is exported over virtio-fs as RootTag.
 	SharedDir string
 	RootTag   string
+	// Shares are the host directories of bind mounts (shares.go).
+	Shares []VirtiofsShare
 	// Sockets and the serial console log, in the VM's state directory.
 	QMPSocket, AgentSocket, VirtiofsSocket, ConsoleLog string
 }
@@ -49,7 +51,8 @@ func (c VMConfig) Args() []string {
 		suffix = "pci"
 	}
 	machine := c.Machine
-	if c.SharedDir != "" {
+	vhostUser := c.SharedDir != "" || len(c.Shares) > 0 // needs guest RAM shared with virtiofsd
+	if vhostUser {
 		machine += ",memory-backend=mem"
 	}
 	a := []string{
@@ -77,22 +80,17 @@ func (c VMConfig) Args() []string {
 		// Modern virtio-mmio: libvhost-user (virtiofsd) refuses legacy devices.
 		a = append(a, "-global", "virtio-mmio.force-legacy=false")
 	}
+	if vhostUser {
+		a = append(a, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", c.MemoryMiB))
+	}
 	if c.SharedDir != "" {
 		a = append(a,
-			"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", c.MemoryMiB),
 			"-chardev", "socket,id=vfs,path="+qopt(c.VirtiofsSocket),
 			"-device", "vhost-user-fs-"+suffix+",chardev=vfs,tag="+qopt(c.RootTag),
 		)
 	}
-	return a
+	return append(a, c.shareArgs(suffix)...)
 }
 
 // VirtiofsdArgs returns virtiofsd's argv (without argv[0]).
-func (c VMConfig) VirtiofsdArgs() []string {
-	return []string{
-		"--socket-path=" + c.VirtiofsSocket,
-		"-o", "source=" + qopt(c.SharedDir),
-		"-o", "cache=auto",
-		"-o", "max_idle_threads=4",
-	}
-}
+func (c VMConfig) VirtiofsdArgs() []string { return virtiofsdArgs(c.VirtiofsSocket, c.SharedDir) }

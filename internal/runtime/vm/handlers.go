@@ -21,10 +21,12 @@ type HandlerList struct {
 const (
 	ValidateHostHandler   = "vm.ValidateHost"
 	ValidateBundleHandler = "vm.ValidateBundle"
+	PrepareSharesHandler  = "vm.PrepareShares"
 	StateDirHandler       = "vm.CreateStateDir"
 	InitramfsHandler      = "vm.BuildInitramfs"
 	AccelHandler          = "vm.SelectAccel"
 	VirtiofsdHandler      = "vm.StartVirtiofsd"
+	SharesHandler         = "vm.StartShares"
 	QEMUHandler           = "vm.StartQEMU"
 	AgentHandler          = "vm.ConnectAgent"
 	SetupHandler          = "vm.SetupGuest"
@@ -43,12 +45,14 @@ func defaultHandlers() Handlers {
 		Validation: HandlerList{}.Append(
 			method(ValidateHostHandler, (*Machine).validateHost),
 			method(ValidateBundleHandler, (*Machine).validateBundle),
+			method(PrepareSharesHandler, (*Machine).prepareShares),
 		),
 		Boot: HandlerList{}.Append(
 			method(StateDirHandler, (*Machine).createStateDir),
 			method(InitramfsHandler, (*Machine).buildInitramfs),
 			method(AccelHandler, (*Machine).selectAccel),
 			method(VirtiofsdHandler, (*Machine).startVirtiofsd),
+			method(SharesHandler, (*Machine).startShares),
 			method(QEMUHandler, (*Machine).startQEMU),
 			method(AgentHandler, (*Machine).connectAgent),
 			method(SetupHandler, (*Machine).setupGuest),

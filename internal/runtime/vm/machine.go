@@ -47,6 +47,8 @@ type Machine struct {
 	bootCancel context.CancelFunc
 
 	vfsd, qemu *exec.Cmd
+	shares     sharePlan        // shares.go
+	shareProcs []*virtiofsdProc // one virtiofsd per share
 	qemuExited chan struct{}
 	conn       net.Conn
 	w          *agentproto.Writer
@@ -183,42 +185,18 @@ func (m *Machine) selectAccel(ctx context.Context) error {
 }
 
 func (m *Machine) startVirtiofsd(ctx context.Context) error {
-	log, err := os.OpenFile(m.path(virtiofsdLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	p, err := launchVirtiofsd(m.Config.Virtiofsd, m.Config.VirtiofsdArgs(), m.path(virtiofsdLog), nil)
 	if err != nil {
-		return fmt.Errorf("vm %s: %w", m.ID, err)
-	}
-	defer log.Close()
-	cmd := exec.Command(m.Config.Virtiofsd, m.Config.VirtiofsdArgs()...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("vm %s: start virtiofsd: %w", m.ID, err)
 	}
-	m.vfsd = cmd
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	m.vfsd = p.cmd
 	m.mu.Lock()
-	m.state.Virtiofsd = refOf(cmd.Process.Pid)
+	m.state.Virtiofsd = refOf(p.cmd.Process.Pid)
 	m.mu.Unlock()
 	if err := m.saveState(); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := os.Stat(m.Config.VirtiofsSocket); err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-			return m.failure("virtiofsd exited before listening: %s", tail(m.path(virtiofsdLog), 5))
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return m.failure("virtiofsd did not listen within 5s: %s", tail(m.path(virtiofsdLog), 5))
-		}
-	}
+	return m.awaitVirtiofsd(ctx, p, m.Config.VirtiofsSocket, virtiofsdLog)
 }
 
 func (m *Machine) startQEMU(ctx context.Context) error {
@@ -227,6 +205,9 @@ func (m *Machine) startQEMU(ctx context.Context) error {
 		return fmt.Errorf("vm %s: %w", m.ID, err)
 	}
 	defer log.Close()
+	if err := m.Config.CheckDevices(); err != nil { // shares.go
+		return fmt.Errorf("vm %s: %w", m.ID, err)
+	}
 	cmd := exec.Command(m.Config.QEMU, m.Config.Args()...)
 	cmd.Stdout, cmd.Stderr = log, log
 	// QEMU dies with its owner; its own process group keeps the owner's
@@ -280,7 +261,9 @@ func (m *Machine) connectAgent(ctx context.Context) error {
 }
 
 func (m *Machine) setupGuest(ctx context.Context) error {
-	if err := m.w.WriteJSON(agentproto.TypeSetup, 0, guestSetup(m.spec, rootTag)); err != nil {
+	set := guestSetup(m.spec, rootTag)
+	set.Shares = m.shares.guest
+	if err := m.w.WriteJSON(agentproto.TypeSetup, 0, set); err != nil {
 		return m.failure("send setup: %v", err)
 	}
 	select {
@@ -471,6 +454,11 @@ func (m *Machine) stop(sig syscall.Signal) {
 	if m.vfsd != nil {
 		_ = m.vfsd.Process.Kill()
 	}
+	m.mu.Lock()
+	for _, p := range m.shareProcs {
+		_ = p.cmd.Process.Kill()
+	}
+	m.mu.Unlock()
 	if m.bootCancel != nil {
 		m.bootCancel()
 	}

@@ -15,6 +15,8 @@ type Setup struct {
 	PidsLimit int64 `json:"pidsLimit,omitempty"`
 	// Sysctl values to write under /proc/sys.
 	Sysctl map[string]string `json:"sysctl,omitempty"`
+	// Shares are the bind mounts of host data, over virtio-fs (shares.go).
+	Shares []Share `json:"shares,omitempty"`
 }
 
 // Mount is a filesystem the guest mounts; only kernel filesystems (tmpfs,
