@@ -166,7 +166,7 @@ func TestCheckDevices(t *testing.T) {
 		t.Fatalf("%d devices: %v", MicrovmDeviceSlots, err)
 	}
 	c.Shares = append(c.Shares, VirtiofsShare{Tag: "one-too-many", Socket: "/s"})
-	if err := c.CheckDevices(); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "23 of them host directories") {
+	if err := c.CheckDevices(); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "22 of them virtio-fs shares") {
 		t.Fatalf("%d devices: %v", MicrovmDeviceSlots+1, err)
 	}
 	c.Machine = "q35"
