@@ -1,9 +1,11 @@
 package vm
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -13,6 +15,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/berthdev/berth/internal/errdefs"
+	"github.com/berthdev/berth/internal/runtime"
 	"github.com/berthdev/berth/internal/runtime/vm/agentproto"
 )
 
@@ -172,5 +175,35 @@ func TestCheckDevices(t *testing.T) {
 	c.Machine = "q35"
 	if err := c.CheckDevices(); err != nil {
 		t.Fatalf("q35: %v", err)
+	}
+}
+
+// TestTooManyShares: Create refuses more shares than microvm takes before
+// launching anything.
+func TestTooManyShares(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Skip("needs qemu-system-x86_64 to get past the host check")
+	}
+	if _, err := os.Stat(filepath.Join(testKernelDir(), "modules", "virtio.ko")); err != nil {
+		t.Skip("needs a guest kernel (hack/fetch-kernel.sh)")
+	}
+	rootfs, host := t.TempDir(), t.TempDir()
+	bundle := makeBundle(t, rootfs, []string{"true"}, func(s *specs.Spec) {
+		for i := 0; i < MicrovmDeviceSlots; i++ {
+			d := filepath.Join(host, strconv.Itoa(i))
+			os.Mkdir(d, 0o755)
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/v" + strconv.Itoa(i), Type: "bind", Source: d, Options: []string{"rbind"}})
+		}
+	})
+	r, err := New(WithStateDir(t.TempDir()), WithAgent("/bin/true"), WithKernelDir(testKernelDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Create(context.Background(), "toomany", bundle, runtime.IO{})
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "bind fewer distinct directories") {
+		t.Fatalf("Create = %v, want invalid argument", err)
+	}
+	if _, err := os.Stat(r.Dir("toomany")); !os.IsNotExist(err) {
+		t.Errorf("state dir made: %v", err)
 	}
 }
