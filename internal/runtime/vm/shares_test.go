@@ -207,3 +207,17 @@ func TestTooManyShares(t *testing.T) {
 		t.Errorf("state dir made: %v", err)
 	}
 }
+
+// TestShareHandlers: shares are planned during validation (nothing
+// launched) and started after the root's virtiofsd, before QEMU.
+func TestShareHandlers(t *testing.T) {
+	h := defaultHandlers()
+	if !slices.Contains(h.Validation.Names(), PrepareSharesHandler) {
+		t.Errorf("validation %v lacks %s", h.Validation.Names(), PrepareSharesHandler)
+	}
+	boot := h.Boot.Names()
+	i := slices.Index(boot, SharesHandler)
+	if i < 1 || boot[i-1] != VirtiofsdHandler || boot[i+1] != QEMUHandler {
+		t.Errorf("boot order %v: want %s between %s and %s", boot, SharesHandler, VirtiofsdHandler, QEMUHandler)
+	}
+}
