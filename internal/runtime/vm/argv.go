@@ -28,6 +28,8 @@ type VMConfig struct {
 	RootTag   string
 	// NICs are the guest's network interfaces, taps QEMU inherits.
 	NICs []NIC
+	// Shares are the host directories of bind mounts (shares.go).
+	Shares []VirtiofsShare
 	// Sockets and the serial console log, in the VM's state directory.
 	QMPSocket, AgentSocket, VirtiofsSocket, ConsoleLog string
 }
@@ -51,7 +53,8 @@ func (c VMConfig) Args() []string {
 		suffix = "pci"
 	}
 	machine := c.Machine
-	if c.SharedDir != "" {
+	vhostUser := c.SharedDir != "" || len(c.Shares) > 0 // needs guest RAM shared with virtiofsd
+	if vhostUser {
 		machine += ",memory-backend=mem"
 	}
 	a := []string{
@@ -85,22 +88,17 @@ func (c VMConfig) Args() []string {
 			"-device", fmt.Sprintf("virtio-net-%s,netdev=%s,mac=%s", suffix, n.ID, n.MAC),
 		)
 	}
+	if vhostUser {
+		a = append(a, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", c.MemoryMiB))
+	}
 	if c.SharedDir != "" {
 		a = append(a,
-			"-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", c.MemoryMiB),
 			"-chardev", "socket,id=vfs,path="+qopt(c.VirtiofsSocket),
 			"-device", "vhost-user-fs-"+suffix+",chardev=vfs,tag="+qopt(c.RootTag),
 		)
 	}
-	return a
+	return append(a, c.shareArgs(suffix)...)
 }
 
 // VirtiofsdArgs returns virtiofsd's argv (without argv[0]).
-func (c VMConfig) VirtiofsdArgs() []string {
-	return []string{
-		"--socket-path=" + c.VirtiofsSocket,
-		"-o", "source=" + qopt(c.SharedDir),
-		"-o", "cache=auto",
-		"-o", "max_idle_threads=4",
-	}
-}
+func (c VMConfig) VirtiofsdArgs() []string { return virtiofsdArgs(c.VirtiofsSocket, c.SharedDir) }

@@ -21,11 +21,13 @@ type HandlerList struct {
 const (
 	ValidateHostHandler   = "vm.ValidateHost"
 	ValidateBundleHandler = "vm.ValidateBundle"
+	PrepareSharesHandler  = "vm.PrepareShares"
 	StateDirHandler       = "vm.CreateStateDir"
 	InitramfsHandler      = "vm.BuildInitramfs"
 	AccelHandler          = "vm.SelectAccel"
 	VirtiofsdHandler      = "vm.StartVirtiofsd"
 	NetworkHandler        = "vm.JoinNetwork"
+	SharesHandler         = "vm.StartShares"
 	QEMUHandler           = "vm.StartQEMU"
 	AgentHandler          = "vm.ConnectAgent"
 	SetupHandler          = "vm.SetupGuest"
@@ -44,6 +46,7 @@ func defaultHandlers() Handlers {
 		Validation: HandlerList{}.Append(
 			method(ValidateHostHandler, (*Machine).validateHost),
 			method(ValidateBundleHandler, (*Machine).validateBundle),
+			method(PrepareSharesHandler, (*Machine).prepareShares),
 		),
 		Boot: HandlerList{}.Append(
 			method(StateDirHandler, (*Machine).createStateDir),
@@ -51,6 +54,7 @@ func defaultHandlers() Handlers {
 			method(AccelHandler, (*Machine).selectAccel),
 			method(VirtiofsdHandler, (*Machine).startVirtiofsd),
 			method(NetworkHandler, (*Machine).joinNetwork),
+			method(SharesHandler, (*Machine).startShares),
 			method(QEMUHandler, (*Machine).startQEMU),
 			method(AgentHandler, (*Machine).connectAgent),
 			method(SetupHandler, (*Machine).setupGuest),

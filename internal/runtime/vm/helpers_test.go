@@ -112,7 +112,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 var applets = []string{"sh", "echo", "cat", "sleep", "id", "pwd", "env", "uname", "ls", "head", "tail",
-	"true", "false", "sort", "hostname", "test", "printf", "kill", "wc", "grep", "mkdir", "rm", "dd", "sync", "stty", "tty"}
+	"true", "false", "sort", "hostname", "test", "printf", "kill", "wc", "grep", "mkdir", "rm", "dd", "sync", "stty", "tty",
+	"mount", "touch", "stat"}
 
 // makeRootfs makes a busybox root filesystem in dir.
 func makeRootfs(t *testing.T, dir string) {
@@ -155,7 +156,7 @@ func makeBundle(t *testing.T, rootfs string, args []string, edit func(*specs.Spe
 		Mounts: []specs.Mount{
 			{Destination: "/proc", Type: "proc", Source: "proc"},
 			{Destination: "/tmp/scratch", Type: "tmpfs", Source: "tmpfs", Options: []string{"size=1m"}},
-			{Destination: "/etc/hosts", Type: "bind", Source: "/etc/hosts", Options: []string{"rbind"}},
+			{Destination: "/etc/hosts", Type: "bind", Source: "/etc/hosts", Options: []string{"rbind", "ro"}},
 		},
 		Linux: &specs.Linux{},
 	}

@@ -48,6 +48,8 @@ type Machine struct {
 
 	attachment *netAttachment // taps until QEMU holds them, and the guest's network
 	vfsd, qemu *exec.Cmd
+	shares     sharePlan        // shares.go
+	shareProcs []*virtiofsdProc // one virtiofsd per share
 	qemuExited chan struct{}
 	conn       net.Conn
 	w          *agentproto.Writer
@@ -185,42 +187,18 @@ func (m *Machine) selectAccel(ctx context.Context) error {
 }
 
 func (m *Machine) startVirtiofsd(ctx context.Context) error {
-	log, err := os.OpenFile(m.path(virtiofsdLog), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	p, err := launchVirtiofsd(m.Config.Virtiofsd, m.Config.VirtiofsdArgs(), m.path(virtiofsdLog), nil)
 	if err != nil {
-		return fmt.Errorf("vm %s: %w", m.ID, err)
-	}
-	defer log.Close()
-	cmd := exec.Command(m.Config.Virtiofsd, m.Config.VirtiofsdArgs()...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("vm %s: start virtiofsd: %w", m.ID, err)
 	}
-	m.vfsd = cmd
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	m.vfsd = p.cmd
 	m.mu.Lock()
-	m.state.Virtiofsd = refOf(cmd.Process.Pid)
+	m.state.Virtiofsd = refOf(p.cmd.Process.Pid)
 	m.mu.Unlock()
 	if err := m.saveState(); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := os.Stat(m.Config.VirtiofsSocket); err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-			return m.failure("virtiofsd exited before listening: %s", tail(m.path(virtiofsdLog), 5))
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return m.failure("virtiofsd did not listen within 5s: %s", tail(m.path(virtiofsdLog), 5))
-		}
-	}
+	return m.awaitVirtiofsd(ctx, p, m.Config.VirtiofsSocket, virtiofsdLog)
 }
 
 // joinNetwork gives the VM a NIC for each interface of the network
@@ -245,6 +223,9 @@ func (m *Machine) startQEMU(ctx context.Context) error {
 		return fmt.Errorf("vm %s: %w", m.ID, err)
 	}
 	defer log.Close()
+	if err := m.Config.CheckDevices(); err != nil { // shares.go
+		return fmt.Errorf("vm %s: %w", m.ID, err)
+	}
 	cmd := exec.Command(m.Config.QEMU, m.Config.Args()...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if m.attachment != nil {
@@ -310,6 +291,7 @@ func (m *Machine) setupGuest(ctx context.Context) error {
 	if m.attachment != nil {
 		setup.Network = m.attachment.network
 	}
+	setup.Shares = m.shares.guest
 	if err := m.w.WriteJSON(agentproto.TypeSetup, 0, setup); err != nil {
 		return m.failure("send setup: %v", err)
 	}
@@ -504,6 +486,11 @@ func (m *Machine) stop(sig syscall.Signal) {
 	if m.attachment != nil {
 		m.attachment.close() // a boot that failed before QEMU started
 	}
+	m.mu.Lock()
+	for _, p := range m.shareProcs {
+		_ = p.cmd.Process.Kill()
+	}
+	m.mu.Unlock()
 	if m.bootCancel != nil {
 		m.bootCancel()
 	}

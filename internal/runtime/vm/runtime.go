@@ -274,7 +274,7 @@ func (r *Runtime) State(ctx context.Context, id string) (runtime.State, error) {
 	return runtime.State{ID: id, Status: st.Status, Pid: st.QEMU.Pid}, nil
 }
 
-// Delete stops VM id's QEMU and virtiofsd and removes its state directory.
+// Delete stops VM id's QEMU and its virtiofsds and removes its state directory.
 // It refuses a running VM unless force. It is idempotent: deleting a VM
 // that is gone returns nil, and it works from any process, also after the
 // owner was killed.
@@ -312,14 +312,15 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 		}
 		cancel()
 	}
+	procs := append([]procRef{st.QEMU, st.Virtiofsd}, st.Shares...)
 	deadline := time.Now().Add(3 * time.Second)
-	for _, p := range []procRef{st.QEMU, st.Virtiofsd} {
+	for _, p := range procs {
 		for p.alive() && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		p.signal(syscall.SIGKILL)
 	}
-	for _, p := range []procRef{st.QEMU, st.Virtiofsd} {
+	for _, p := range procs {
 		for p.alive() && time.Now().Before(deadline.Add(2*time.Second)) {
 			time.Sleep(10 * time.Millisecond)
 		}

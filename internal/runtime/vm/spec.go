@@ -72,8 +72,7 @@ func resources(s *specs.Spec, defMiB int) (memMiB, vcpus int) {
 func guestSetup(s *specs.Spec, rootTag string) agentproto.Setup {
 	set := agentproto.Setup{Hostname: s.Hostname, RootTag: rootTag, RootReadonly: s.Root.Readonly}
 	for _, m := range s.Mounts {
-		switch m.Type {
-		case "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2":
+		if kernelMount(m) {
 			set.Mounts = append(set.Mounts, agentproto.Mount{Type: m.Type, Source: m.Source, Destination: m.Destination, Options: m.Options})
 		}
 	}
@@ -84,6 +83,16 @@ func guestSetup(s *specs.Spec, rootTag string) agentproto.Setup {
 		}
 	}
 	return set
+}
+
+// kernelMount says whether m is a kernel filesystem the guest mounts
+// itself; bind mounts become shares (shares.go), other types are skipped.
+func kernelMount(m specs.Mount) bool {
+	switch m.Type {
+	case "proc", "sysfs", "tmpfs", "devpts", "mqueue", "cgroup", "cgroup2":
+		return true
+	}
+	return false
 }
 
 // guestProcess is the agent's Start message for an OCI process.

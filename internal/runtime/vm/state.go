@@ -78,6 +78,8 @@ type stateFile struct {
 	Owner     procRef        `json:"owner"`
 	QEMU      procRef        `json:"qemu"`
 	Virtiofsd procRef        `json:"virtiofsd"`
+	// Shares are the virtiofsd of each share (shares.go).
+	Shares []procRef `json:"shares,omitempty"`
 }
 
 // writeState replaces dir/state.json atomically.

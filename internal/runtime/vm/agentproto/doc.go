@@ -20,7 +20,7 @@
 //
 //	host                                   agent
 //	 Setup{hostname, root tag, mounts,
-//	       network…}                   ──▶     (id 0)
+//	       network, shares…}           ──▶     (id 0)
 //	                                   ◀── Ready{kernel release} or Error (id 0)
 //	 Start{args, env, cwd, uid…}       ──▶     (id N)
 //	                                   ◀── Started{pid} or Error           (id N)
@@ -34,6 +34,19 @@
 // data frames for a process always precede its Exit. When init (id 1) exits,
 // the agent kills every other process, reports their exits, waits for the
 // ExitAck of init (or a few seconds) and powers the VM off.
+//
+// # Setup: root, kernel filesystems, shares
+//
+// The agent mounts the root tag (virtio-fs), moves into it, mounts the
+// kernel filesystems of Mounts and binds the Shares, in the spec's order
+// (a Share's Before is its place among Mounts), then makes the root
+// read-only if asked. Host data comes only as Shares: each names a
+// virtio-fs tag (berthshare0…), a path in it (empty: the share's root; a
+// file otherwise), the destination, read-only and flag options. The agent
+// mounts each tag once outside the new root, binds from it, creating the
+// mount point (an empty file for a file), remounts read-only binds
+// read-only (EROFS on writes), and detaches the tag's own mount, so the
+// workload sees the binds only. A failed bind fails the Setup.
 //
 // The guest opens the port once read-write and reopens it after EOF (EOF is
 // what a read returns while no host side is connected).

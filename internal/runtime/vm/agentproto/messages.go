@@ -17,6 +17,8 @@ type Setup struct {
 	Sysctl map[string]string `json:"sysctl,omitempty"`
 	// Network configures the guest's NICs (net.go); nil leaves only lo.
 	Network *Network `json:"network,omitempty"`
+	// Shares are the bind mounts of host data, over virtio-fs (shares.go).
+	Shares []Share `json:"shares,omitempty"`
 }
 
 // Mount is a filesystem the guest mounts; only kernel filesystems (tmpfs,

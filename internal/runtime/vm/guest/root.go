@@ -26,13 +26,16 @@ func (a *agent) setup(s agentproto.Setup) (string, error) {
 	if err := os.MkdirAll(newRoot, 0o755); err != nil {
 		return "", err
 	}
-	var flags uintptr
-	if s.RootReadonly {
-		flags |= unix.MS_RDONLY
-	}
-	if err := unix.Mount(s.RootTag, newRoot, "virtiofs", flags, ""); err != nil {
+	// The root is mounted read-write and made read-only last, so that
+	// mount points can be created in it (as runc does).
+	if err := unix.Mount(s.RootTag, newRoot, "virtiofs", 0, ""); err != nil {
 		return "", fmt.Errorf("mount virtiofs %q on %s: %w", s.RootTag, newRoot, err)
 	}
+	shares, err := stageShares(s.Shares) // shares.go
+	if err != nil {
+		return "", err
+	}
+	defer shares.release()
 	for _, d := range []string{"/proc", "/sys", "/dev"} {
 		dst := newRoot + d
 		if err := os.MkdirAll(dst, 0o755); err != nil {
@@ -71,12 +74,25 @@ func (a *agent) setup(s agentproto.Setup) (string, error) {
 	for _, l := range [][2]string{{"/proc/self/fd", "/dev/fd"}, {"/proc/self/fd/0", "/dev/stdin"}, {"/proc/self/fd/1", "/dev/stdout"}, {"/proc/self/fd/2", "/dev/stderr"}} {
 		_ = os.Symlink(l[0], l[1])
 	}
-	for _, m := range s.Mounts {
+	for _, step := range mountPlan(s) {
+		if step.share != nil {
+			if err := shares.bindShare(*step.share); err != nil {
+				return "", err
+			}
+			continue
+		}
+		m := *step.mount
 		if handledMounts[filepath.Clean(m.Destination)] {
 			continue
 		}
 		if err := mount(m); err != nil {
 			logf("skipping mount on %s: %v", m.Destination, err)
+		}
+	}
+	shares.release()
+	if s.RootReadonly {
+		if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+			return "", fmt.Errorf("make the root read-only: %w", err)
 		}
 	}
 	if s.Hostname != "" {
