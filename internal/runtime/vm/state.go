@@ -1,6 +1,7 @@
 package vm
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -141,4 +142,23 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// List returns the IDs of the VMs that have state under this Runtime's
+// state directory, whoever owns them: what a prune compares with its records.
+func (r *Runtime) List(ctx context.Context) ([]string, error) {
+	ents, err := os.ReadDir(r.o.stateDir)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list vms: %w", err)
+	}
+	var ids []string
+	for _, ent := range ents {
+		if st, err := readState(filepath.Join(r.o.stateDir, ent.Name()), ent.Name()); err == nil && st.ID != "" {
+			ids = append(ids, st.ID)
+		}
+	}
+	return ids, nil
 }
