@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // MicroVMs on berth's networks. Names do not resolve inside a VM yet: the
@@ -120,6 +121,25 @@ func TestVMNetUserNetwork(t *testing.T) {
 	if out, err := e.berth("exec", "ctr", "timeout", "5", "wget", "-qO-", "http://"+vmIP+"/"); err != nil || out != "hello from berth\n" {
 		t.Errorf("container → VM %s: %q %v", vmIP, out, err)
 	}
+	// By name, both ways; a container that joins after the VM booted is
+	// found by its name and alias too: the VM's /etc/hosts is the engine's
+	// managed file, shared live.
+	e.must("run", "-d", "--name", "late", "--network", "vmapp", "--network-alias", "web2", "web")
+	for _, c := range [][2]string{{"vm", "ctr"}, {"ctr", "vm"}, {"vm", "late"}, {"vm", "web2"}} {
+		var out string
+		var err error
+		for i := 0; i < 20; i++ {
+			if out, err = e.berth("exec", c[0], "timeout", "5", "wget", "-qO-", "http://"+c[1]+"/"); err == nil {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		if err != nil || out != "hello from berth\n" {
+			hosts, _ := e.berth("exec", c[0], "cat", "/etc/hosts")
+			t.Errorf("%s → %s by name: %q %v\n/etc/hosts:\n%s", c[0], c[1], out, err, hosts)
+		}
+	}
+	e.must("rm", "-f", "late")
 	out := e.must("exec", "vm", "sh", "-c", "ip -o -4 addr; ip route; ping -c 1 -W 5 10.88.0.1 >/dev/null && echo eth1-ok")
 	eth1 := e.inspect("vm", "{{(index .NetworkSettings.Networks 1).IPAddress}}")
 	gw0 := e.inspect("vm", "{{(index .NetworkSettings.Networks 0).Gateway}}")
