@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/berthdev/berth/internal/engine"
 	"github.com/berthdev/berth/internal/errdefs"
 	"github.com/berthdev/berth/internal/logs"
 	"github.com/docker/go-units"
@@ -245,4 +247,33 @@ func infoCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// inspectVerb is the `inspect NAME...` subcommand of one kind of object
+// (network, volume): each name is looked up with get, then all are printed
+// like `berth inspect` prints workloads.
+func inspectVerb(g *globals, use, short string, get func(ctx context.Context, e *engine.Engine, name string) (any, error)) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			e, err := g.engine(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var out []any
+			for _, a := range args {
+				v, err := get(cmd.Context(), e, a)
+				if err != nil {
+					return err
+				}
+				out = append(out, v)
+			}
+			return printInspect(format, out)
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "", "Go template")
+	return cmd
 }

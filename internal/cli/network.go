@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -308,28 +309,9 @@ func networkCmd(g *globals) *cobra.Command {
 	ls.Flags().BoolVarP(&quiet, "quiet", "q", false, "only display IDs")
 	ls.Flags().StringVar(&format, "format", "", "Go template or json")
 
-	var inspectFormat string
-	inspect := &cobra.Command{
-		Use:   "inspect NETWORK...",
-		Short: "Show a network's definition and members",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			e, err := g.engine(cmd.Context())
-			if err != nil {
-				return err
-			}
-			var out []any
-			for _, a := range args {
-				info, err := e.NetworkInspect(cmd.Context(), a)
-				if err != nil {
-					return err
-				}
-				out = append(out, info)
-			}
-			return printInspect(inspectFormat, out)
-		},
-	}
-	inspect.Flags().StringVarP(&inspectFormat, "format", "f", "", "Go template")
+	inspect := inspectVerb(g, "inspect NETWORK...", "Show a network's definition and members", func(ctx context.Context, e *engine.Engine, name string) (any, error) {
+		return e.NetworkInspect(ctx, name)
+	})
 
 	rm := &cobra.Command{
 		Use:     "rm NETWORK...",

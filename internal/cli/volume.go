@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -231,28 +232,9 @@ func volumeCmd(g *globals) *cobra.Command {
 	ls.Flags().BoolVarP(&quiet, "quiet", "q", false, "only display names")
 	ls.Flags().StringVar(&format, "format", "", "Go template or json")
 
-	var inspectFormat string
-	inspect := &cobra.Command{
-		Use:   "inspect VOLUME...",
-		Short: "Show volumes' details",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			e, err := g.engine(cmd.Context())
-			if err != nil {
-				return err
-			}
-			var out []any
-			for _, a := range args {
-				v, err := e.VolumeInspect(cmd.Context(), a)
-				if err != nil {
-					return err
-				}
-				out = append(out, v)
-			}
-			return printInspect(inspectFormat, out)
-		},
-	}
-	inspect.Flags().StringVarP(&inspectFormat, "format", "f", "", "Go template")
+	inspect := inspectVerb(g, "inspect VOLUME...", "Show volumes' details", func(ctx context.Context, e *engine.Engine, name string) (any, error) {
+		return e.VolumeInspect(ctx, name)
+	})
 
 	var force bool
 	rm := &cobra.Command{
