@@ -10,15 +10,8 @@ import (
 	"github.com/berthdev/berth/internal/runtime/vm"
 )
 
-// kernelDir is where set-up unpacked the guest kernel: $BERTH_KERNEL_DIR,
-// else vm.DefaultKernelDir. It does not follow --root: the kernel is a
-// host-wide asset, like the QEMU binary.
-func kernelDir() string {
-	if d := os.Getenv("BERTH_KERNEL_DIR"); d != "" {
-		return d
-	}
-	return vm.DefaultKernelDir
-}
+// kernelDir is where set-up unpacked the guest kernel (vm.KernelDir).
+func kernelDir() string { return vm.KernelDir() }
 
 // vmOptions turns berth's settings (and a workload's --kernel/--accel) into
 // the VM backend's options. A kernel setting may name a directory laid out

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/berthdev/berth/internal/runtime/vm/vmtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,31 +35,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func testKernelDir() string {
-	if d := os.Getenv("BERTH_KERNEL_DIR"); d != "" {
-		return d
-	}
-	return "/var/lib/berth/kernel"
-}
+func testKernelDir() string { return KernelDir() }
 
 // requiresVM skips t unless VMs can be booted here.
-func requiresVM(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("boots VMs; skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	for _, p := range []string{filepath.Join(testKernelDir(), "vmlinuz"), "/usr/lib/qemu/virtiofsd", "/bin/busybox"} {
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("needs %s (hack/fetch-kernel.sh, qemu-system-common, busybox-static): %v", p, err)
-		}
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("needs qemu-system-x86_64 (Debian package qemu-system-x86)")
-	}
-}
+func requiresVM(t *testing.T) { t.Helper(); vmtest.RequireVM(t, KernelDir()) }
 
 // testAgent builds berth-agent (static) once per test binary.
 func testAgent(t *testing.T) string {

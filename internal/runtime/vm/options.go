@@ -175,3 +175,13 @@ func makeOptions(opts []Option) (options, error) {
 	}
 	return o, nil
 }
+
+// KernelDir is where set-up put the guest kernel: $BERTH_KERNEL_DIR, else
+// DefaultKernelDir. It is host-wide, like the QEMU binary, and does not
+// follow berth's --root.
+func KernelDir() string {
+	if d := os.Getenv("BERTH_KERNEL_DIR"); d != "" {
+		return d
+	}
+	return DefaultKernelDir
+}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/berthdev/berth/internal/runtime/vm"
+	"github.com/berthdev/berth/internal/runtime/vm/vmtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,30 +23,9 @@ import (
 // as an installation has them) against real VMs; they need what the vm
 // package's integration tests need, and skip with the reason otherwise.
 
-func kernelDir() string {
-	if d := os.Getenv("BERTH_KERNEL_DIR"); d != "" {
-		return d
-	}
-	return "/var/lib/berth/kernel"
-}
+func kernelDir() string { return vm.KernelDir() }
 
-func requiresVM(t *testing.T) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("boots VMs; skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
-	for _, p := range []string{filepath.Join(kernelDir(), "vmlinuz"), "/usr/lib/qemu/virtiofsd", "/bin/busybox"} {
-		if _, err := os.Stat(p); err != nil {
-			t.Skipf("needs %s (hack/fetch-kernel.sh, qemu-system-common, busybox-static): %v", p, err)
-		}
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("needs qemu-system-x86_64 (Debian package qemu-system-x86)")
-	}
-}
+func requiresVM(t *testing.T) { t.Helper(); vmtest.RequireVM(t, vm.KernelDir()) }
 
 // buildCLI builds berth-vm and berth-agent into one directory.
 func buildCLI(t *testing.T) string {
