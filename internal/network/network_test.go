@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"go/parser"
-	"go/token"
 	"os"
 	"path/filepath"
 	"strings"
@@ -173,27 +171,5 @@ func TestReleaseLeases(t *testing.T) {
 	got := ReleaseLeases(dir, func(id string) bool { return id == "alive" })
 	if strings.Join(got, ",") != "berth/10.88.0.2" {
 		t.Errorf("released %v", got)
-	}
-}
-
-// TestDepcheck: the network package must stay below the engine and away
-// from runtime backends.
-func TestDepcheck(t *testing.T) {
-	files, _ := filepath.Glob("*.go")
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range af.Imports {
-			for _, d := range []string{"internal/runtime", "internal/engine", "internal/cli", "internal/volume"} {
-				if strings.Contains(imp.Path.Value, "berthdev/berth/"+d) {
-					t.Errorf("%s imports %s", f, imp.Path.Value)
-				}
-			}
-		}
 	}
 }

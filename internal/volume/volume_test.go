@@ -3,11 +3,8 @@ package volume
 import (
 	"context"
 	"errors"
-	"go/parser"
-	"go/token"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/berthdev/berth/internal/errdefs"
@@ -86,26 +83,5 @@ func TestCopyUp(t *testing.T) {
 	}
 	if empty, _ := IsEmpty(dst); empty {
 		t.Error("IsEmpty after copy")
-	}
-}
-
-// TestDepcheck: volumes know nothing of workloads.
-func TestDepcheck(t *testing.T) {
-	files, _ := filepath.Glob("*.go")
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		af, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range af.Imports {
-			for _, d := range []string{"internal/engine", "internal/cli", "internal/runtime", "internal/network"} {
-				if strings.Contains(imp.Path.Value, "berthdev/berth/"+d) {
-					t.Errorf("%s imports %s", f, imp.Path.Value)
-				}
-			}
-		}
 	}
 }

@@ -28,6 +28,8 @@ var rules = map[string][]string{
 	"internal/attach":       {"internal/engine", "internal/cli"},
 	"internal/logs":         {"internal/engine", "internal/cli"},
 	"internal/cgroups":      {"internal/engine", "internal/cli", "internal/runtime"},
+	"internal/network":      {"internal/runtime", "internal/engine", "internal/cli", "internal/volume"},
+	"internal/volume":       {"internal/runtime", "internal/engine", "internal/cli", "internal/network"},
 }
 
 type pkg struct {
