@@ -157,7 +157,15 @@ func (e *Engine) RunMonitor(ctx context.Context, id string, syncFile, attachFile
 		// of the files and record: none depends on another.
 		wait := m.cleanupAsync(context.Background())
 		_ = e.removeFiles(context.Background(), c, true)
+		trace("monitor: removed")
+		// Nothing of the workload is visible any more (no record, no
+		// mount): clients may go while the runtime finishes deleting its
+		// own state, which no later workload can collide with (the ID is
+		// never reused) and which system prune reclaims if we die first.
+		m.sendExit(msg)
 		wait()
+		trace("monitor: cleaned up")
+		return nil
 	} else {
 		_, _ = e.db.Update(context.Background(), id, func(c *state.Container) error {
 			c.State.Status = state.StatusExited
@@ -171,6 +179,12 @@ func (e *Engine) RunMonitor(ctx context.Context, id string, syncFile, attachFile
 		m.cleanup(context.Background())
 	}
 	trace("monitor: cleaned up")
+	m.sendExit(msg)
+	return nil
+}
+
+// sendExit gives every attached client and waiter the exit status.
+func (m *monitor) sendExit(msg attach.ExitMessage) {
 	payload, _ := json.Marshal(msg)
 	m.mu.Lock()
 	for fw := range m.clients {
@@ -180,7 +194,6 @@ func (e *Engine) RunMonitor(ctx context.Context, id string, syncFile, attachFile
 		_ = fw.Write(attach.Exit, payload)
 	}
 	m.mu.Unlock()
-	return nil
 }
 
 // logStreams are the log file's writers, closed once the workload ends.

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"context"
+	"encoding/base64"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -248,4 +249,66 @@ func TestCrun(t *testing.T) {
 			t.Errorf("memory cgroup after delete: %v", err)
 		}
 	})
+}
+
+// TestSeccompFilterCache: the first crun start of a profile learns the
+// filter crun compiles for it; the next start passes it precompiled, and
+// the filter installed is byte for byte the one crun compiled itself.
+func TestSeccompFilterCache(t *testing.T) {
+	f := newFixtureWith(t, "crun")
+	checkNoMountLeak(t)
+	ctx := context.Background()
+	f.writeSpec(t, []string{"sh", "-c", "grep Seccomp /proc/self/status"}, spec.WithSeccomp(""))
+	var out syncBuffer
+	if st := f.run(t, runtime.IO{Stdout: &out}); st.Code != 0 {
+		t.Fatalf("first run: exit %d: %s", st.Code, out.String())
+	}
+	if !strings.Contains(out.String(), "Seccomp:\t2") {
+		t.Fatalf("first run not under seccomp: %q", out.String())
+	}
+	entries, _ := filepath.Glob(filepath.Join(f.rt.bpfDir(), "*"))
+	if len(entries) != 1 {
+		t.Fatalf("cache after the first run: %v, want one filter", entries)
+	}
+	cached, err := os.ReadFile(entries[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.rt.Delete(ctx, f.id, true); err != nil {
+		t.Fatal(err)
+	}
+
+	// Second start: the bundle gets the annotation; the filter in the
+	// running process is the cached one, and it is the only one.
+	f.writeSpec(t, []string{"sleep", "30"}, spec.WithSeccomp(""))
+	p := f.start(t, runtime.IO{})
+	cfg, _ := os.ReadFile(filepath.Join(f.bundle, "config.json"))
+	if !strings.Contains(string(cfg), bpfAnnotation) {
+		t.Fatal("second start: no precompiled filter in config.json")
+	}
+	st, err := f.rt.State(ctx, f.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := seccompFilters(st.Pid); err != nil || n != 1 {
+		t.Fatalf("second start: %d filters (%v), want 1", n, err)
+	}
+	got, err := captureFilter(st.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base64.StdEncoding.EncodeToString(got) != string(cached) {
+		t.Fatal("the installed filter differs from the one crun compiled")
+	}
+	_ = f.rt.Kill(ctx, f.id, syscall.SIGKILL, false)
+	wait(t, p)
+
+	// No profile (seccomp=unconfined): nothing cached, nothing passed.
+	f.rt.Delete(ctx, f.id, true)
+	f.writeSpec(t, []string{"true"}, spec.WithSeccomp(spec.SeccompUnconfined))
+	f.run(t, runtime.IO{})
+	cfg, _ = os.ReadFile(filepath.Join(f.bundle, "config.json"))
+	if strings.Contains(string(cfg), bpfAnnotation) {
+		t.Fatal("unconfined: a filter was passed")
+	}
 }

@@ -189,12 +189,21 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if !ok {
 		return fmt.Errorf("start %s: not created by this runtime: %w", id, errdefs.ErrNotFound)
 	}
+	learn := r.useCachedFilter(c.bundle)
 	args := []string{"run", "--detach", "--bundle", c.bundle}
 	err := r.launch(ctx, "run", id, args, c.stdio, c.proc, nil)
 	if err != nil {
 		c.proc.fail(err)
+		return err
 	}
-	return err
+	if learn {
+		// Once per profile, crun and boot: the workload already runs, its
+		// root filesystem is still mounted (the caller cleans up only after
+		// Start returned), and the next start with this profile skips
+		// compiling it.
+		_ = r.learnFilter(context.WithoutCancel(ctx), c.bundle)
+	}
+	return nil
 }
 
 // Exec runs proc in the running container. The process's Terminal follows
