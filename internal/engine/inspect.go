@@ -12,6 +12,7 @@ import (
 	"github.com/berthdev/berth/internal/cgroups"
 	"github.com/berthdev/berth/internal/engine/state"
 	"github.com/berthdev/berth/internal/errdefs"
+	"github.com/berthdev/berth/internal/runtime/oci"
 )
 
 // ProcessInfo is one row of `berth top`.
@@ -193,6 +194,12 @@ func (e *Engine) SystemPrune(ctx context.Context) ([]string, error) {
 		_ = e.snaps.Remove(ctx, id)
 		_ = os.RemoveAll(e.containerDir(id))
 		removed = append(removed, id)
+	}
+	// Seccomp filter captures a SIGKILL interrupted (runtime/oci/seccomp.go).
+	for _, name := range []string{e.cfg.Runtime, "crun", "runc"} {
+		if rt, err := oci.New(name, e.ociRuntimeRoot()); name != "" && err == nil {
+			removed = append(removed, rt.PruneCaptures(ctx)...)
+		}
 	}
 	// Network leftovers and unused networks (network.go, networks.go).
 	removed = append(removed, e.pruneNetworkLeftovers(ctx, known)...)

@@ -312,3 +312,30 @@ func TestSeccompFilterCache(t *testing.T) {
 		t.Fatal("unconfined: a filter was passed")
 	}
 }
+
+// TestPruneCaptures: a capture interrupted by a SIGKILL leaves a created
+// container and a bundle dir; PruneCaptures removes both.
+func TestPruneCaptures(t *testing.T) {
+	f := newFixtureWith(t, "crun")
+	ctx := context.Background()
+	f.writeSpec(t, []string{"true"})
+	id := "berth-seccomp-interrupted"
+	cmd := exec.Command(f.rt.binary, f.rt.globalArgs(filepath.Join(t.TempDir(), "log"), []string{"create", "--bundle", f.bundle, id})...)
+	if err := f.rt.runCmd(cmd); err != nil {
+		t.Fatal(err)
+	}
+	f.rt.reapLeftovers()
+	capture := filepath.Join(f.rt.bpfDir(), "capture-123")
+	if err := os.MkdirAll(capture, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.rt.PruneCaptures(ctx); !slices.Equal(got, []string{id}) {
+		t.Fatalf("PruneCaptures = %v", got)
+	}
+	if _, err := f.rt.State(ctx, id); !errdefs.IsNotFound(err) {
+		t.Fatalf("state after prune: %v", err)
+	}
+	if _, err := os.Stat(capture); !os.IsNotExist(err) {
+		t.Fatalf("capture dir left: %v", err)
+	}
+}

@@ -272,3 +272,26 @@ func captureLocked(pid int) ([]byte, error) {
 	}
 	return unsafe.Slice((*byte)(unsafe.Pointer(&buf[0])), len(buf)*int(unsafe.Sizeof(buf[0]))), nil
 }
+
+// PruneCaptures removes what a filter capture killed halfway (by a SIGKILL
+// of its caller) can leave: the throwaway container's runtime state and
+// cgroup, and its bundle. It returns the IDs of the containers removed.
+func (r *Runtime) PruneCaptures(ctx context.Context) []string {
+	var removed []string
+	ents, _ := os.ReadDir(r.root)
+	for _, e := range ents {
+		if id := e.Name(); strings.HasPrefix(id, "berth-seccomp-") {
+			if _, err := r.command(ctx, "delete", id, "delete", "--force", id); err == nil || os.IsNotExist(err) {
+				removed = append(removed, id)
+			}
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(r.bpfDir(), "capture-*"))
+	for _, d := range dirs {
+		_ = os.RemoveAll(d)
+	}
+	if len(removed) > 0 {
+		r.reapLeftovers() // a killed init may be our child (CLONE_PARENT)
+	}
+	return removed
+}
