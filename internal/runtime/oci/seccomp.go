@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unsafe"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -244,16 +245,25 @@ func captureLocked(pid int) ([]byte, error) {
 	if err := unix.PtraceInterrupt(pid); err != nil {
 		return nil, fmt.Errorf("ptrace interrupt %d: %w", pid, err)
 	}
+	// Poll with a deadline: a stop that another waiter consumed, or a
+	// process that will not stop, must not hang the caller's start.
 	var ws unix.WaitStatus
+	deadline := time.Now().Add(2 * time.Second)
 	for {
-		_, err := unix.Wait4(pid, &ws, unix.WALL, nil)
+		got, err := unix.Wait4(pid, &ws, unix.WALL|unix.WNOHANG, nil)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("wait for %d to stop: %w", pid, err)
 		}
-		break
+		if got == pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("process %d did not stop for ptrace", pid)
+		}
+		time.Sleep(time.Millisecond)
 	}
 	if !ws.Stopped() {
 		return nil, fmt.Errorf("process %d did not stop: %v", pid, ws)
