@@ -21,6 +21,6 @@ func trace(what string) {
 				out = f
 			}
 		}
-		fmt.Fprintf(out, "[%d %7.2fms] %s\n", os.Getpid(), float64(time.Since(traceStart).Microseconds())/1000, what)
+		fmt.Fprintf(out, "[%d %7.2fms wall %.1fms] %s\n", os.Getpid(), float64(time.Since(traceStart).Microseconds())/1000, float64(time.Now().UnixMicro()%100000)/1000, what)
 	}
 }
