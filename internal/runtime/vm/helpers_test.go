@@ -32,8 +32,12 @@ func TestMain(m *testing.M) {
 	if agentBin != "" {
 		os.RemoveAll(filepath.Dir(agentBin))
 	}
+	os.RemoveAll(testCache) // nothing of the tests stays in /tmp
 	os.Exit(code)
 }
+
+// testCache holds this test binary's initramfs images and KVM probe result.
+var testCache = filepath.Join(os.TempDir(), fmt.Sprintf("berth-vm-test-cache-%d", os.Getpid()))
 
 func testKernelDir() string { return KernelDir() }
 
@@ -64,7 +68,7 @@ func testAgent(t *testing.T) string {
 
 // testCacheDir persists between runs so the initramfs and the KVM probe
 // result are reused.
-func testCacheDir() string { return filepath.Join(os.TempDir(), "berth-vm-test-cache") }
+func testCacheDir() string { return testCache }
 
 func newTestRuntime(t *testing.T, opts ...Option) *Runtime {
 	t.Helper()

@@ -44,7 +44,17 @@ func buildCLI(t *testing.T) string {
 	return filepath.Join(dir, "berth-vm")
 }
 
-func cacheDir() string { return filepath.Join(os.TempDir(), "berth-vm-test-cache") }
+func cacheDir() string { return testCache }
+
+// testCache holds this test binary's initramfs images and KVM probe result;
+// TestMain removes it.
+var testCache = filepath.Join(os.TempDir(), fmt.Sprintf("berth-vm-test-cache-%d", os.Getpid()))
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	os.RemoveAll(testCache)
+	os.Exit(code)
+}
 
 func makeRootfs(t *testing.T, dir string, applets ...string) {
 	t.Helper()
