@@ -20,6 +20,8 @@ cleanup() {
 	[ -n "${RT:-}" ] && $RT delete -f bench-floor2 >/dev/null 2>&1 || true
 	[ -e "$work/mntns" ] && umount "$work/mntns" 2>/dev/null || true
 	rm -rf "$work"
+	for d in /sys/fs/cgroup/*/berth-bench /sys/fs/cgroup/berth-bench; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done
+	true
 }
 trap cleanup EXIT
 

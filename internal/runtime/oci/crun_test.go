@@ -270,6 +270,9 @@ func TestSeccompFilterCache(t *testing.T) {
 	if len(entries) != 1 {
 		t.Fatalf("cache after the first run: %v, want one filter", entries)
 	}
+	if left, _ := filepath.Glob("/sys/fs/cgroup/*/berth/berth-seccomp-*"); len(left) > 0 {
+		t.Fatalf("capture cgroups left: %v", left)
+	}
 	cached, err := os.ReadFile(entries[0])
 	if err != nil {
 		t.Fatal(err)

@@ -153,7 +153,7 @@ func (r *Runtime) learnFilter(ctx context.Context, bundle string) error {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	id := "berth-seccomp-" + hex.EncodeToString(rnd[:])
-	s.Linux.CgroupsPath = "/berth-seccomp/" + id
+	s.Linux.CgroupsPath = "/berth/" + id // beside the workloads; crun delete removes it
 	s.Linux.Resources = nil
 	for i := range s.Linux.Namespaces {
 		s.Linux.Namespaces[i].Path = ""
