@@ -43,8 +43,8 @@ func run(m *testing.M) int {
 			}
 			defer os.RemoveAll(dir)
 			berthBin = filepath.Join(dir, "berth")
-			// berth-agent (the microVM guest's PID 1) lives beside berth.
-			for _, b := range []string{"berth", "berth-agent"} {
+			// berth-agent (the microVM guest's PID 1) and berth-registry live beside berth.
+			for _, b := range []string{"berth", "berth-agent", "berth-registry"} {
 				build := exec.Command("go", "build", "-o", filepath.Join(dir, b), "../../cmd/"+b)
 				build.Env = append(os.Environ(), "CGO_ENABLED=0")
 				if out, err := build.CombinedOutput(); err != nil {
