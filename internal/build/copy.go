@@ -420,10 +420,7 @@ func (c *copier) put(rootfs, target, abs string, fi fs.FileInfo) error {
 		return nil
 	case fi.Mode().IsRegular():
 		if exists {
-			if existing.IsDir() {
-				return fmt.Errorf("cannot replace directory %s with a file: %w", target, errdefs.ErrConflict)
-			}
-			if err := os.Remove(host); err != nil {
+			if err := replaceNonDir(existing, host, target, "a file"); err != nil {
 				return err
 			}
 		}
@@ -435,10 +432,7 @@ func (c *copier) put(rootfs, target, abs string, fi fs.FileInfo) error {
 		return c.writeFile(host, f, fi, own, mode, fi.ModTime())
 	case fi.Mode()&fs.ModeSymlink != 0:
 		if exists {
-			if existing.IsDir() {
-				return fmt.Errorf("cannot replace directory %s with a symlink: %w", target, errdefs.ErrConflict)
-			}
-			if err := os.Remove(host); err != nil {
+			if err := replaceNonDir(existing, host, target, "a symlink"); err != nil {
 				return err
 			}
 		}
@@ -629,10 +623,7 @@ func (c *copier) putTar(rootfs, target string, hdr *tar.Header, fi tarInfo, r io
 	}
 	host := filepath.Join(pdir, path.Base(target))
 	if existing, err := os.Lstat(host); err == nil {
-		if existing.IsDir() {
-			return fmt.Errorf("cannot replace directory %s with a file: %w", target, errdefs.ErrConflict)
-		}
-		if err := os.Remove(host); err != nil {
+		if err := replaceNonDir(existing, host, target, "a file"); err != nil {
 			return err
 		}
 	}
@@ -646,10 +637,9 @@ func (c *copier) putSymlink(rootfs, target, link string, fi fs.FileInfo) error {
 	}
 	host := filepath.Join(pdir, path.Base(target))
 	if existing, err := os.Lstat(host); err == nil {
-		if existing.IsDir() {
-			return fmt.Errorf("cannot replace directory %s with a symlink: %w", target, errdefs.ErrConflict)
+		if err := replaceNonDir(existing, host, target, "a symlink"); err != nil {
+			return err
 		}
-		_ = os.Remove(host)
 	}
 	if err := os.Symlink(link, host); err != nil {
 		return err
@@ -692,4 +682,14 @@ func parseChmod(s string) (*fs.FileMode, error) {
 		m |= fs.ModeSticky
 	}
 	return &m, nil
+}
+
+// replaceNonDir clears the way for a new file or symlink (what) at host,
+// where existing already stands: a directory is refused, like Docker does,
+// anything else is removed.
+func replaceNonDir(existing fs.FileInfo, host, target, what string) error {
+	if existing.IsDir() {
+		return fmt.Errorf("cannot replace directory %s with %s: %w", target, what, errdefs.ErrConflict)
+	}
+	return os.Remove(host)
 }
