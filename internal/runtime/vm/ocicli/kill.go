@@ -1,33 +1,20 @@
 package ocicli
 
 import (
-	"fmt"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
-	"github.com/berthdev/berth/internal/errdefs"
+	"github.com/berthdev/berth/internal/runtime"
 )
 
-// parseSignal accepts 15, TERM or SIGTERM.
+// parseSignal accepts 15, TERM or SIGTERM (runtime.ParseSignal), and 0,
+// which runc's kill takes as "is it alive".
 func parseSignal(s string) (syscall.Signal, error) {
-	if n, err := strconv.Atoi(s); err == nil {
-		if n < 0 || n > 64 {
-			return 0, fmt.Errorf("signal %d out of range: %w", n, errdefs.ErrInvalidArgument)
-		}
-		return syscall.Signal(n), nil
+	if s == "0" {
+		return 0, nil
 	}
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	if sig := unix.SignalNum(name); sig != 0 {
-		return sig, nil
-	}
-	return 0, fmt.Errorf("unknown signal %q: %w", s, errdefs.ErrInvalidArgument)
+	return runtime.ParseSignal(s)
 }
 
 func killCommand(g *globals) *cobra.Command {

@@ -12,7 +12,7 @@ func TestParseSignal(t *testing.T) {
 		ok   bool
 	}{
 		{"15", syscall.SIGTERM, true}, {"TERM", syscall.SIGTERM, true}, {"SIGKILL", syscall.SIGKILL, true},
-		{"kill", syscall.SIGKILL, true}, {"SIGNOPE", 0, false}, {"99", 0, false},
+		{"kill", syscall.SIGKILL, true}, {"SIGNOPE", 0, false}, {"99", 0, false}, {"0", 0, true},
 	}
 	for _, tt := range tests {
 		got, err := parseSignal(tt.in)
