@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -154,11 +153,7 @@ func (x *buildExecutor) Run(ctx context.Context, req build.RunRequest) (int, err
 		}
 		return 126, nil
 	}
-	data, err := json.Marshal(s)
-	if err != nil {
-		return 0, err
-	}
-	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
+	if err := writeBundleSpec(x.rt, bundle, s); err != nil {
 		return 0, fmt.Errorf("run build step: %w", err)
 	}
 	p, err := x.rt.Create(ctx, id, bundle, runtime.IO{Stdout: stdout, Stderr: stderr})

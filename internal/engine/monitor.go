@@ -237,15 +237,11 @@ func (m *monitor) start(ctx context.Context) error {
 		return err
 	}
 	m.spec = s
-	data, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(e.bundleDir(c.ID)+"/config.json", data, 0o600); err != nil {
-		return fmt.Errorf("write bundle of %s: %w", c.Name, err)
-	}
 	if m.rt, err = e.backend(c); err != nil {
 		return err
+	}
+	if err := writeBundleSpec(m.rt, e.bundleDir(c.ID), s); err != nil {
+		return fmt.Errorf("write bundle of %s: %w", c.Name, err)
 	}
 	lw, err := logs.Create(e.LogPath(c.ID))
 	if err != nil {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -150,4 +151,23 @@ func (e *Engine) writeEtcFiles(id, hostname string) ([]specs.Mount, error) {
 		mounts = append(mounts, specs.Mount{Destination: "/etc/" + name, Type: "bind", Source: p, Options: []string{"rbind", "rprivate"}})
 	}
 	return mounts, nil
+}
+
+// specPreparer is a backend that adjusts a spec before it is written (the
+// oci backend passes crun a precompiled seccomp filter).
+type specPreparer interface {
+	PrepareSpec(s *specs.Spec)
+}
+
+// writeBundleSpec writes s as bundle/config.json for rt, letting rt adjust
+// it first.
+func writeBundleSpec(rt runtime.Runtime, bundle string, s *specs.Spec) error {
+	if p, ok := rt.(specPreparer); ok {
+		p.PrepareSpec(s)
+	}
+	data, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600)
 }

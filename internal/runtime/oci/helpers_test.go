@@ -178,6 +178,7 @@ func (f *fixture) writeSpec(t *testing.T, args []string, opts ...spec.Opt) *spec
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.rt.PrepareSpec(s) // as the engine does before writing a bundle
 	b, err := json.Marshal(s)
 	if err != nil {
 		t.Fatal(err)

@@ -40,6 +40,7 @@ type Runtime struct {
 
 	mu      sync.Mutex
 	pending map[string]*created // created, not started yet
+	toLearn map[string]bool     // seccomp profiles PrepareSpec found uncached (seccomp.go)
 }
 
 // created is a container between Create and Start: only its IO wiring.
@@ -114,6 +115,7 @@ func New(binary, root string, opts ...Option) (*Runtime, error) {
 		opts:    o,
 		v1View:  needsV1View(name, cgroups.DetectMode()),
 		pending: map[string]*created{},
+		toLearn: map[string]bool{},
 	}, nil
 }
 
@@ -189,7 +191,7 @@ func (r *Runtime) Start(ctx context.Context, id string) error {
 	if !ok {
 		return fmt.Errorf("start %s: not created by this runtime: %w", id, errdefs.ErrNotFound)
 	}
-	learn := r.useCachedFilter(c.bundle)
+	learn := r.learnPending()
 	args := []string{"run", "--detach", "--bundle", c.bundle}
 	err := r.launch(ctx, "run", id, args, c.stdio, c.proc, nil)
 	if err != nil {

@@ -60,55 +60,57 @@ func (r *Runtime) bpfKey(p *specs.LinuxSeccomp) (string, error) {
 
 func (r *Runtime) bpfDir() string { return r.root + ".seccomp" }
 
-// useCachedFilter puts the cached filter for the bundle's profile into its
-// config.json. It reports whether the profile still has to be learned.
-// Only crun understands the annotation; any error leaves the bundle as it
-// was (crun then compiles, as without a cache).
-func (r *Runtime) useCachedFilter(bundle string) (learn bool) {
-	if r.name != "crun" {
-		return false
-	}
-	path := filepath.Join(bundle, "config.json")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return false
-	}
-	var s specs.Spec
-	if err := json.Unmarshal(b, &s); err != nil || s.Linux == nil || s.Linux.Seccomp == nil {
-		return false
+// PrepareSpec gives crun the cached filter for s's seccomp profile (the
+// annotation), before the caller writes s as a bundle's config.json. A
+// profile not cached yet is noted: the next Start learns it. Any error
+// leaves s as it was (crun then compiles, as without a cache).
+func (r *Runtime) PrepareSpec(s *specs.Spec) {
+	if r.name != "crun" || s.Linux == nil || s.Linux.Seccomp == nil {
+		return
 	}
 	if _, ok := s.Annotations[bpfAnnotation]; ok {
-		return false // the caller chose a filter
+		return // the caller chose a filter
 	}
 	key, err := r.bpfKey(s.Linux.Seccomp)
 	if err != nil {
-		return false
+		return
 	}
 	data, err := os.ReadFile(filepath.Join(r.bpfDir(), key))
 	if err != nil {
-		return os.IsNotExist(err)
+		if os.IsNotExist(err) {
+			r.mu.Lock()
+			r.toLearn[key] = true
+			r.mu.Unlock()
+		}
+		return
 	}
 	if s.Annotations == nil {
 		s.Annotations = map[string]string{}
 	}
 	s.Annotations[bpfAnnotation] = string(data)
-	out, err := json.Marshal(&s)
-	if err != nil {
-		return false
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, out, 0o600); err != nil {
-		return false
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-	}
-	return false
 }
 
-// learnFilter caches the filter crun compiles for the bundle's profile, by
-// creating a throwaway container from the same spec and reading the filter
-// its init has installed. Failures only mean no cache entry.
+// takeLearn reports whether PrepareSpec found profile key uncached, and
+// forgets it.
+func (r *Runtime) takeLearn(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ok := r.toLearn[key]
+	delete(r.toLearn, key)
+	return ok
+}
+
+// learnPending reports whether some profile awaits learning.
+func (r *Runtime) learnPending() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.toLearn) > 0
+}
+
+// learnFilter caches the filter crun compiles for the bundle's profile, if
+// PrepareSpec found it uncached, by creating a throwaway container from the
+// same spec and reading the filter its init has installed. Failures only
+// mean no cache entry.
 func (r *Runtime) learnFilter(ctx context.Context, bundle string) error {
 	b, err := os.ReadFile(filepath.Join(bundle, "config.json"))
 	if err != nil {
@@ -122,7 +124,7 @@ func (r *Runtime) learnFilter(ctx context.Context, bundle string) error {
 		return nil
 	}
 	key, err := r.bpfKey(s.Linux.Seccomp)
-	if err != nil {
+	if err != nil || !r.takeLearn(key) {
 		return err
 	}
 	if err := os.MkdirAll(r.bpfDir(), 0o700); err != nil {
