@@ -13,6 +13,7 @@ import (
 	"github.com/berthdev/berth/internal/engine/state"
 	"github.com/berthdev/berth/internal/errdefs"
 	"github.com/berthdev/berth/internal/runtime/oci"
+	"github.com/berthdev/berth/internal/runtime/vm"
 )
 
 // ProcessInfo is one row of `berth top`.
@@ -89,7 +90,7 @@ func (e *Engine) Stats(ctx context.Context, ref string, interval time.Duration) 
 	read := func() (cpu uint64, mem, limit, pids uint64, err error) {
 		if c.Config.Isolation == state.IsolationVM {
 			cpu, mem, err = procUsage(c.State.Pid)
-			return cpu, mem, uint64(vmMemoryBytes(c.Config.Memory)), 1, err
+			return cpu, mem, uint64(vm.GuestMemoryMiB(c.Config.Memory, vm.DefaultMemoryMiB)) << 20, 1, err
 		}
 		s, err := cgroups.ReadStats(cgroupPath(c.ID))
 		return s.CPUUsage, s.MemoryUsage, s.MemoryLimit, s.Pids, err

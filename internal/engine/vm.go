@@ -10,9 +10,6 @@ import (
 	"github.com/berthdev/berth/internal/runtime/vm"
 )
 
-// kernelDir is where set-up unpacked the guest kernel (vm.KernelDir).
-func kernelDir() string { return vm.KernelDir() }
-
 // vmOptions turns berth's settings (and a workload's --kernel/--accel) into
 // the VM backend's options. A kernel setting may name a directory laid out
 // like hack/fetch-kernel.sh's, or a kernel image (modules then come from the
@@ -32,7 +29,7 @@ func (e *Engine) vmOptions(kernel, accel string) []vm.Option {
 		// The cache (initramfs per kernel, KVM probe result) is keyed by its
 		// inputs, so every berth root on the host can share it.
 		vm.WithCacheDir("/var/cache/berth/vm"),
-		vm.WithKernelDir(kernelDir()),
+		vm.WithKernelDir(vm.KernelDir()),
 		vm.WithAccel(accel),
 		vm.WithAgent(filepath.Join(filepath.Dir(e.exe), "berth-agent")),
 		vm.WithNotice(nil),
@@ -67,7 +64,7 @@ func (e *Engine) VMAccelerator(ctx context.Context, kernel, accel string) (strin
 func (e *Engine) vmInfo(ctx context.Context) [][2]string {
 	k := e.cfg.Kernel
 	if k == "" {
-		k = kernelDir()
+		k = vm.KernelDir()
 	}
 	out := [][2]string{{"VM Kernel", k}}
 	accel, reason, err := e.VMAccelerator(ctx, "", "")
@@ -75,16 +72,4 @@ func (e *Engine) vmInfo(ctx context.Context) [][2]string {
 		return append(out, [2]string{"VM Accelerator", "unavailable: " + err.Error()})
 	}
 	return append(out, [2]string{"VM Accelerator", accel + " (" + reason + ")"})
-}
-
-// vmMemoryBytes is the guest RAM a VM gets for a --memory limit: the
-// backend's default without one, never less than its minimum.
-func vmMemoryBytes(limit int64) int64 {
-	switch {
-	case limit == 0:
-		return vm.DefaultMemoryMiB << 20
-	case limit < vm.MinMemoryMiB<<20:
-		return vm.MinMemoryMiB << 20
-	}
-	return limit
 }

@@ -52,9 +52,8 @@ func resources(s *specs.Spec, defMiB int) (memMiB, vcpus int) {
 		return
 	}
 	r := s.Linux.Resources
-	if r.Memory != nil && r.Memory.Limit != nil && *r.Memory.Limit > 0 {
-		memMiB = int((*r.Memory.Limit + 1<<20 - 1) >> 20)
-		memMiB = max(memMiB, MinMemoryMiB)
+	if r.Memory != nil && r.Memory.Limit != nil {
+		memMiB = GuestMemoryMiB(*r.Memory.Limit, defMiB)
 	}
 	if r.CPU != nil && r.CPU.Quota != nil && *r.CPU.Quota > 0 {
 		period := uint64(100000)
@@ -125,4 +124,13 @@ func guestProcess(p *specs.Process, stdio ioShape) agentproto.Process {
 type ioShape struct {
 	stdin, terminal bool
 	width, height   uint16
+}
+
+// GuestMemoryMiB is the guest RAM for a memory limit in bytes: defMiB
+// without one, else the limit rounded up to MiB and at least MinMemoryMiB.
+func GuestMemoryMiB(limit int64, defMiB int) int {
+	if limit <= 0 {
+		return defMiB
+	}
+	return max(int((limit+1<<20-1)>>20), MinMemoryMiB)
 }
