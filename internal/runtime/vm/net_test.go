@@ -2,15 +2,14 @@ package vm
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"github.com/berthdev/berth/internal/network"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	goruntime "runtime"
 	"strings"
 	"testing"
 	"time"
@@ -229,38 +228,10 @@ func vethPair(t *testing.T, mac, addr, peerAddr string, mtu int) (ns, peerNS str
 func scratchNetNS(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "ns")
-	if err := os.WriteFile(path, nil, 0o444); err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		goruntime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			goruntime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer self.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			goruntime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		err = unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, "")
-		// Back to the test's namespace; the thread stays locked (and ends
-		// with this goroutine) only if that fails: see inNetNS.
-		if serr := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); serr != nil {
-			errc <- errors.Join(err, serr)
-			return
-		}
-		goruntime.UnlockOSThread()
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+	if err := network.NewNS(path); err != nil {
 		t.Fatalf("new netns: %v", err)
 	}
-	t.Cleanup(func() { unix.Unmount(path, unix.MNT_DETACH) })
+	t.Cleanup(func() { network.RemoveNS(path) })
 	inNS(t, path, func(h *netlink.Handle) error {
 		lo, err := h.LinkByName("lo")
 		if err != nil {
