@@ -162,11 +162,8 @@ func (e *Engine) SystemPrune(ctx context.Context) ([]string, error) {
 	}
 	// VM state dirs are named by a hash of the ID (short socket paths):
 	// ask the backend which IDs it holds.
-	rt, _ := e.vmBackend(&state.Container{})
-	if l, ok := rt.(interface {
-		List(context.Context) ([]string, error)
-	}); ok {
-		if ids, err := l.List(ctx); err == nil {
+	if rt, err := vm.New(e.vmOptions("", "")...); err == nil {
+		if ids, err := rt.List(ctx); err == nil {
 			for _, id := range ids {
 				if len(id) == 64 && !known[id] {
 					orphans[id] = true
